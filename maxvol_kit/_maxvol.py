@@ -1,0 +1,399 @@
+"""Square MaxVol: the classical swap algorithm and greedy-volume Fast MaxVol.
+
+For ``A`` of shape (n, r) and rank r, a set ``I`` of r rows is *dominant*
+when every entry of the coefficient matrix ``C = A A[I]^-1`` satisfies
+``|C_ij| <= tol``. Then ``A = C A[I]`` expresses every row through the chosen
+ones with bounded coefficients, and ``|det A[I]|`` is within
+``(tol sqrt(r))^r`` of the largest r x r minor (Goreinov et al., 2010).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from maxvol_kit._greedy import lazy_greedy
+from maxvol_kit._validation import (
+    ConvergenceWarning,
+    check_indices,
+    check_int,
+    check_matrix,
+    check_tol,
+    rank_deficient_error,
+)
+
+__all__ = ["MaxVolResult", "fast_maxvol", "maxvol"]
+
+
+@dataclass(frozen=True, eq=False)
+class MaxVolResult:
+    """The rows a MaxVol function selected, with the certificate of their quality.
+
+    Attributes
+    ----------
+    indices : array of shape (k,)
+        The selected row indices (int64, same backend and device as the input),
+        distinct. For :func:`fast_maxvol` they are in greedy pick order, with
+        swaps replacing entries in place.
+    n_iter : int
+        The number of swaps (square) or exchanges (rectangular) performed.
+    converged : bool
+        Whether the result met its tolerance: ``max|C| <= tol`` for square
+        MaxVol, ``max_i ||C_i||_2 <= tol`` over unselected rows for
+        rectangular MaxVol.
+    log_volume : float
+        ``log`` of the product of the singular values of ``A[indices]``:
+        ``log|det A[indices]|`` when square, the log 2-volume otherwise.
+    coefficients : array of shape (n, k)
+        ``C = A @ pinv(A[indices])``, so that ``A = C @ A[indices]`` when
+        ``k >= rank A``. Computed on first access when the algorithm did not
+        form it (the result then holds a reference to ``A``).
+    """
+
+    indices: Any
+    n_iter: int
+    converged: bool
+    log_volume: float
+    _coefficients: Any = field(default=None, repr=False)
+    _source: Any = field(default=None, repr=False)
+
+    @cached_property
+    def coefficients(self):
+        """Coefficient matrix ``C`` with ``A = C @ A[indices]`` (see class doc)."""
+        if self._coefficients is not None:
+            return self._coefficients
+        from maxvol_kit._backend import get_backend
+
+        return coefficients(self._source, self.indices, get_backend(self._source))
+
+
+def coefficients(A, idx, backend):
+    """``A @ pinv(A[idx])`` through a QR factorisation of the small ``A[idx]``."""
+    xp, ops = backend.xp, backend.ops
+    sub = xp.take(A, idx, axis=0)
+    k, r = sub.shape
+    if k == r:
+        C = ops.solve_right(A, sub)
+        C[idx] = xp.eye(r, dtype=A.dtype)
+        return C
+    if k > r:
+        # pinv(A_I) = R^-1 Q^T for A_I = Q R.
+        Q, R = xp.linalg.qr(sub)
+        return ops.solve_right(A, R) @ Q.T
+    # k < r: pinv(A_I) = Q R^-T for A_I^T = Q R.
+    Q, R = xp.linalg.qr(sub.T)
+    C = ops.solve_right(A @ Q, R.T)
+    C[idx] = xp.eye(k, dtype=A.dtype)
+    return C
+
+
+def log_volume(A_sub, backend):
+    """Log of the product of the singular values of a small matrix."""
+    s = backend.ops.svdvals(A_sub)
+    with np.errstate(divide="ignore"):
+        return float(np.sum(np.log(np.asarray(s, dtype=np.float64))))
+
+
+def rank_floor(A):
+    """Relative pivot size below which a row counts as linearly dependent.
+
+    The factor of ``numpy.linalg.matrix_rank``, ``max(n, r) * eps``: a pivot
+    smaller than it times the largest one is roundoff.
+    """
+    n, r = A.shape
+    return max(n, r) * float(np.finfo(np.dtype(str(A.dtype).rsplit(".")[-1])).eps)
+
+
+class _RankDeficient(Exception):
+    def __init__(self, found):
+        self.found = found
+
+
+def _greedy_pivots(A, k, backend):
+    """The first ``k`` pivots of column-pivoted QR of ``A.T``, in pick order.
+
+    Returns ``(rows, V)``: ``V`` of shape (r, k) is an orthonormal basis of
+    the span of the picked rows, built by Gram-Schmidt in pick order.
+    Raises ``_RankDeficient`` when a pivot's residual falls below
+    :func:`rank_floor` times the largest row norm.
+    """
+    xp = backend.xp
+    r = A.shape[1]
+    scores = xp.sum(A * A, axis=1)
+    floor = (rank_floor(A) ** 2) * float(xp.max(scores))
+    V = xp.zeros((r, k), dtype=A.dtype)
+    count = 0
+
+    def pick(p):
+        nonlocal count
+        Vk = V[:, :count]
+        y = A[p]
+        # Classical Gram-Schmidt twice: orthogonal to working precision.
+        for _ in range(2):
+            y = y - Vk @ (Vk.T @ y)
+        s = float(y @ y)
+        if not s > floor:
+            raise _RankDeficient(count)
+        V[:, count] = y / math.sqrt(s)
+        count += 1
+        return V[:, count - 1]
+
+    rows, _ = lazy_greedy(A, scores, k, pick, backend=backend, exact_on_return=False)
+    return np.asarray(rows, dtype=np.int64), V
+
+
+def greedy_volume(A, k, backend, *, name="A", hint=None):
+    """:func:`_greedy_pivots`, with a clear error for rank-deficient ``A``.
+
+    ``hint`` formats the fix with ``{found}``, the numerical rank found.
+    """
+    try:
+        return _greedy_pivots(A, k, backend)
+    except _RankDeficient as exc:
+        hint = hint or (
+            "pass rank={found} to fast_maxvol to pick that many rows, or select "
+            "from an orthonormal basis of its range"
+        )
+        raise rank_deficient_error(
+            name, A.shape, exc.found, k, hint.format(found=exc.found)
+        ) from None
+
+
+def numerical_rank(A, backend):
+    """The numerical rank of ``A`` as greedy pivoting reveals it."""
+    try:
+        _greedy_pivots(A, A.shape[1], backend)
+    except _RankDeficient as exc:
+        return exc.found
+    return A.shape[1]
+
+
+def swap_to_dominance(C, idx, tol, max_iter, ops):
+    """MaxVol swaps on ``C = A A[idx]^-1`` in place until ``max|C| <= tol``.
+
+    Swapping row ``idx[j]`` for row ``i`` multiplies ``|det A[idx]|`` by
+    ``|C_ij|`` and updates ``C`` by one rank-1 term (Goreinov et al., 2010,
+    eq. 4). Returns ``(n_swaps, max|C|)``.
+    """
+    r = C.shape[1]
+    eye = np.eye(r, dtype=C.dtype)
+    selected = np.zeros(C.shape[0], dtype=bool)
+    selected[idx] = True
+    i, j, value = ops.absmax(C)
+    n_iter = 0
+    while value > tol and n_iter < max_iter:
+        if selected[i]:
+            # Roundoff lifted a selected row's unit entry over tol (tol ~ 1):
+            # restore the exact identity there and look again.
+            C[idx] = eye
+            i, j, value = ops.absmax(C)
+            if selected[i]:
+                break
+            continue
+        pivot = C[i, j]
+        u = C[:, j].copy()
+        w = C[i, :].copy()
+        w[j] -= 1.0
+        w /= pivot
+        selected[idx[j]], selected[i] = False, True
+        idx[j] = i
+        i, j, value = ops.rank1_update_absmax(C, u, w)
+        n_iter += 1
+    # The updates leave C[idx] equal to the identity up to roundoff; make it
+    # exact and report the true maximum.
+    C[idx] = eye
+    return n_iter, ops.absmax(C)[2]
+
+
+def certify(A, idx, tol, max_iter, backend, *, refine=True):
+    """Coefficients of a square selection, swapped to dominance if ``refine``."""
+    C = coefficients(A, idx, backend)
+    if refine:
+        n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend.ops)
+    else:
+        n_iter, value = 0, backend.ops.absmax(C)[2]
+    converged = value <= tol
+    if refine and not converged:
+        warnings.warn(
+            f"MaxVol stopped after max_iter={max_iter} swaps with max|C| = "
+            f"{value:.4g} > tol = {tol}; raise max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    sub = backend.xp.take(A, idx, axis=0)
+    return MaxVolResult(
+        indices=idx,
+        n_iter=n_iter,
+        converged=converged,
+        log_volume=log_volume(sub, backend),
+        _coefficients=C,
+    )
+
+
+def _default_max_iter(max_iter, r):
+    if max_iter is None:
+        return 100 * r
+    return check_int(
+        max_iter, name="max_iter", low=0, high=2**62, fix="pass None for no cap"
+    )
+
+
+def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult:
+    """Classical square MaxVol: a dominant r x r submatrix by row swaps.
+
+    Starts from the rows that LU with partial pivoting picks (or from
+    ``start``), then swaps one row at a time while some coefficient
+    ``|C_ij| > tol``, where ``C = A @ inv(A[I])``. Each swap multiplies
+    ``|det A[I]|`` by ``|C_ij|``, so the volume only grows.
+
+    Parameters
+    ----------
+    A : array of shape (n, r)
+        A tall matrix of full column rank, float32 or float64.
+    tol : float, default=1.05
+        Dominance tolerance, ``>= 1``.
+    max_iter : int or None, default=None
+        Cap on the number of swaps; ``None`` means ``100 * r``.
+    init : {"lu", "greedy"}, default="lu"
+        Starting rows: LU partial pivoting (the classical choice) or the greedy
+        volume picks of :func:`fast_maxvol`. Ignored when ``start`` is given.
+    start : array-like of int of shape (r,), optional
+        Starting rows; ``A[start]`` must be nonsingular.
+
+    Returns
+    -------
+    MaxVolResult
+        ``indices`` (r rows), ``coefficients`` ``C`` (n, r) with ``C[indices]``
+        the identity, ``n_iter`` swaps, ``converged`` (``max|C| <= tol``),
+        ``log_volume`` ``= log|det A[indices]|``.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a finite tall 2-D matrix, has numerical rank below r,
+        or ``start`` is invalid or singular.
+
+    See Also
+    --------
+    fast_maxvol : Greedy-volume start (usually far larger volume) + swaps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import maxvol
+    >>> A = np.random.default_rng(0).standard_normal((1000, 8))
+    >>> res = maxvol(A)
+    >>> bool(np.abs(res.coefficients).max() <= 1.05)
+    True
+    >>> np.allclose(res.coefficients @ A[res.indices], A)
+    True
+    """
+    A, backend = check_matrix(A)
+    tol = check_tol(tol)
+    r = A.shape[1]
+    max_iter = _default_max_iter(max_iter, r)
+    idx = _start_rows(A, init, start, backend)
+    return certify(A, idx, tol, max_iter, backend)
+
+
+def _start_rows(A, init, start, backend):
+    n, r = A.shape
+    if start is not None:
+        idx = check_indices(start, name="start", n=n, size=r)
+        s = backend.ops.svdvals(backend.xp.take(A, idx, axis=0))
+        if not s[-1] > rank_floor(A) * s[0]:
+            raise ValueError(
+                "start selects a numerically singular submatrix A[start]; pass "
+                "rows that are linearly independent, or start=None."
+            )
+        return idx
+    if init == "greedy":
+        return greedy_volume(A, r, backend)[0]
+    if init != "lu":
+        raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
+    idx, u_diag = backend.ops.lu_pivot_rows(A)
+    u = np.abs(np.asarray(u_diag))
+    if not u.min() > rank_floor(A) * u.max():
+        found = numerical_rank(A, backend)
+        raise rank_deficient_error(
+            "A",
+            A.shape,
+            found,
+            r,
+            "select from an orthonormal basis of its range (e.g. the first "
+            f"{found} left singular vectors), or call fast_maxvol(A, rank={found})",
+        )
+    return idx.astype(np.int64)
+
+
+def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
+    """Fast MaxVol: greedy-volume rows in pick order, certified by swaps.
+
+    Picks, one at a time, the row with the largest residual norm after
+    projecting out the rows already picked: exactly the pivots of
+    column-pivoted QR of ``A.T`` (``scipy.linalg.qr(A.T, pivoting=True)``),
+    so every prefix of the result is the greedy choice of its size. Then, if
+    ``refine``, MaxVol swaps certify ``max|C| <= tol``. On random matrices
+    the greedy rows already have a much larger volume than the LU start of
+    :func:`maxvol` and need few swaps or none.
+
+    The work is O(n r^2): the selection keeps exact scores for a short list
+    of candidate rows and refreshes all scores with one matrix-matrix product
+    every block of picks (see ``maxvol_kit._greedy``).
+
+    Parameters
+    ----------
+    A : array of shape (n, r)
+        A tall matrix, float32 or float64.
+    rank : int or None, default=None
+        Number of rows to pick, ``1 <= rank <= r``; ``None`` means r. With
+        ``rank < r`` the picks span the dominant part of the row space
+        (rank-revealing use) and need only numerical rank ``>= rank``; the
+        coefficients and swaps then refer to ``B = A @ Q``, ``Q`` an
+        orthonormal basis of the span of the greedy picks.
+    tol : float, default=1.05
+        Dominance tolerance for the swaps, ``>= 1``.
+    refine : bool, default=True
+        Run swaps until ``max|C| <= tol``. With ``False`` the result is the
+        pure greedy order; ``converged`` still reports whether it is dominant.
+
+    Returns
+    -------
+    MaxVolResult
+        ``indices`` in pick order (swaps replace entries in place),
+        ``coefficients`` (n, rank), ``n_iter`` swaps, ``converged``,
+        ``log_volume``.
+
+    Raises
+    ------
+    ValueError
+        If ``A`` is not a finite tall 2-D matrix or its numerical rank is
+        below ``rank`` (the message gives the rank found).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import fast_maxvol
+    >>> A = np.random.default_rng(0).standard_normal((1000, 8))
+    >>> res = fast_maxvol(A)
+    >>> res.converged, res.indices.shape
+    (True, (8,))
+    """
+    A, backend = check_matrix(A)
+    tol = check_tol(tol)
+    r = A.shape[1]
+    k = (
+        r
+        if rank is None
+        else check_int(
+            rank, name="rank", low=1, high=r, fix="pass rank=None for the full rank"
+        )
+    )
+    idx, V = greedy_volume(A, k, backend)
+    B = A if k == r else A @ V
+    return certify(B, idx, tol, 100 * k, backend, refine=refine)

@@ -1,0 +1,197 @@
+"""Rectangular MaxVol (Mikhalev & Oseledets, 2018).
+
+Selects ``K >= r`` rows so that the 2-volume ``sqrt(det(A[I]^T A[I]))`` is
+large and every row is expressed through the chosen ones,
+``A = C A[I]`` with ``C = A pinv(A[I])``, with small row norms ``||C_i||_2``.
+Adding row ``i`` multiplies ``det(A[I]^T A[I])`` by ``1 + ||C_i||^2``; the
+greedy adds the row with the largest norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+from maxvol_kit._greedy import lazy_greedy
+from maxvol_kit._maxvol import (
+    MaxVolResult,
+    coefficients,
+    greedy_volume,
+    log_volume,
+)
+from maxvol_kit._validation import check_int, check_matrix, check_tol
+
+__all__ = ["rect_maxvol"]
+
+# An exchange must grow det(A[I]^T A[I]) by more than this factor: a
+# threshold above roundoff keeps the refinement from cycling.
+_EXCHANGE_GAIN = 1.0 + 1e-10
+
+
+def rect_maxvol(
+    A, n_rows=None, *, tol=1.0, min_rows=None, max_rows=None, refine=False
+) -> MaxVolResult:
+    """Rectangular MaxVol: ``K >= r`` rows of large 2-volume.
+
+    Starts from the r greedy-volume rows of :func:`fast_maxvol` and adds rows
+    one at a time, each time the row with the largest coefficient norm
+    ``||C_i||_2`` (which maximises the growth of the 2-volume), until every
+    unselected row has ``||C_i||_2 <= tol`` or ``max_rows`` rows are chosen.
+    Each addition costs O(n r): only ``(A[I]^T A[I])^-1`` (r x r) and the
+    row norms are kept, never the n x K matrix ``C``.
+
+    Parameters
+    ----------
+    A : array of shape (n, r)
+        A tall matrix of full column rank, float32 or float64.
+    n_rows : int, optional
+        Select exactly this many rows (``r <= n_rows <= n``); overrides the
+        stopping rule. Do not combine with ``min_rows`` / ``max_rows``.
+    tol : float, default=1.0
+        Stop once every unselected row has ``||C_i||_2 <= tol``.
+    min_rows, max_rows : int, optional
+        Bounds on the number of rows; defaults ``r`` and ``n``.
+    refine : bool, default=False
+        After the greedy growth, exchange selected and unselected rows while
+        an exchange increases the 2-volume (O(n K r) per exchange). The result
+        is then locally maximal: ``||C_i||^2 <= r / (K - r + 1)`` for every
+        unselected row.
+
+    Returns
+    -------
+    MaxVolResult
+        ``indices`` (K rows: the r square rows, then the added rows in order),
+        ``n_iter`` exchanges, ``converged`` (``||C_i||_2 <= tol`` for every
+        unselected row), ``log_volume`` ``= 0.5 log det(A[I]^T A[I])``;
+        ``coefficients`` (n, K) is computed on first access.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import rect_maxvol
+    >>> A = np.random.default_rng(0).standard_normal((1000, 8))
+    >>> res = rect_maxvol(A, n_rows=16)
+    >>> res.indices.shape
+    (16,)
+    >>> np.allclose(res.coefficients @ A[res.indices], A)
+    True
+    """
+    A, backend = check_matrix(A)
+    tol = check_tol(tol, minimum=0.0, usual=1.0)
+    n, r = A.shape
+    min_rows, max_rows = _row_bounds(n_rows, min_rows, max_rows, n, r)
+    idx, _scores, best_left = rect_greedy(A, min_rows, max_rows, tol, backend)
+    n_iter = 0
+    if refine:
+        idx, n_iter, best_left = _exchange_refine(A, idx, backend)
+    return MaxVolResult(
+        indices=idx,
+        n_iter=n_iter,
+        converged=best_left <= tol * tol,
+        log_volume=log_volume(backend.xp.take(A, idx, axis=0), backend),
+        _source=A,
+    )
+
+
+def _row_bounds(n_rows, min_rows, max_rows, n, r):
+    if n_rows is not None:
+        if min_rows is not None or max_rows is not None:
+            raise ValueError(
+                "pass either n_rows or min_rows/max_rows, not both; n_rows="
+                f"{n_rows} fixes the number of rows."
+            )
+        n_rows = check_int(
+            n_rows,
+            name="n_rows",
+            low=r,
+            high=n,
+            fix="rect_maxvol selects between r = A.shape[1] and n = A.shape[0] rows",
+        )
+        return n_rows, n_rows
+    low = (
+        r
+        if min_rows is None
+        else check_int(
+            min_rows, name="min_rows", low=r, high=n, fix="pass a value in that range"
+        )
+    )
+    high = (
+        n
+        if max_rows is None
+        else check_int(
+            max_rows,
+            name="max_rows",
+            low=low,
+            high=n,
+            fix="max_rows must not be below min_rows (or r)",
+        )
+    )
+    return low, high
+
+
+def rect_greedy(A, min_rows, max_rows, tol, backend):
+    """Greedy rectangular growth; returns ``(rows, scores, best_left)``.
+
+    ``scores`` are the maintained ``||C_i||^2`` (selected rows hold -inf) and
+    ``best_left`` is their maximum over the unselected rows.
+    """
+    xp, ops = backend.xp, backend.ops
+    idx, _ = greedy_volume(A, A.shape[1], backend)
+    sub = xp.take(A, idx, axis=0)
+    # ||C_i||^2 for the square start: C = A A[I]^-1, G^-1 = A[I]^-1 A[I]^-T.
+    C0 = ops.solve_right(A, sub)
+    scores = xp.sum(C0 * C0, axis=1)
+    del C0
+    scores[idx] = -math.inf
+    sub_inv = ops.solve_right(xp.eye(sub.shape[0], dtype=A.dtype), sub)
+    Ginv = sub_inv @ sub_inv.T
+
+    def pick(p):
+        nonlocal Ginv
+        x = A[p]
+        g = Ginv @ x
+        # Sherman-Morrison: (G + x x^T)^-1 = G^-1 - g g^T / (1 + x^T g).
+        u = g / math.sqrt(1.0 + float(x @ g))
+        Ginv = Ginv - xp.linalg.outer(u, u)
+        return u
+
+    rows = [int(i) for i in idx]
+    added, best_left = lazy_greedy(
+        A, scores, min_rows - len(rows), pick, backend=backend
+    )
+    rows += added
+    more, best_left = lazy_greedy(
+        A, scores, max_rows - len(rows), pick, backend=backend, stop_at=tol * tol
+    )
+    rows += more
+    if len(rows) == A.shape[0]:
+        best_left = -math.inf
+    return xp.asarray(rows, dtype=xp.int64), scores, best_left
+
+
+def _exchange_refine(A, idx, backend, max_exchanges=None):
+    """Single-row exchanges while one grows the 2-volume (Mikhalev & Oseledets).
+
+    Exchanging selected row ``j`` (position ``t``) for unselected row ``i``
+    multiplies ``det(A[I]^T A[I])`` by ``(1 + L_i)(1 - L_j) + C_it^2`` with
+    ``L = ||C_i||^2`` and ``C = A pinv(A[I])``.
+    """
+    xp = backend.xp
+    n = A.shape[0]
+    K = idx.shape[0]
+    max_exchanges = 100 * K if max_exchanges is None else max_exchanges
+    n_iter = 0
+    while True:
+        C = coefficients(A, idx, backend)
+        L = xp.sum(C * C, axis=1)
+        diag = C[idx, xp.arange(K)]
+        gain = (1.0 + L)[:, None] * (1.0 - diag)[None, :] + C * C
+        gain[idx, :] = -math.inf
+        flat = int(xp.argmax(gain))
+        i, t = divmod(flat, K)
+        L[idx] = -math.inf
+        best_left = float(xp.max(L)) if K < n else -math.inf
+        if float(gain[i, t]) <= _EXCHANGE_GAIN or n_iter >= max_exchanges:
+            return idx, n_iter, best_left
+        idx = xp.asarray(idx, copy=True)
+        idx[t] = i
+        n_iter += 1

@@ -1,0 +1,147 @@
+"""Input checks shared by the public functions, with messages that say the fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import array_api_compat
+import numpy as np
+
+from maxvol_kit._backend import get_backend
+
+__all__ = [
+    "ConvergenceWarning",
+    "check_indices",
+    "check_int",
+    "check_matrix",
+    "check_tol",
+    "rank_deficient_error",
+]
+
+_SUPPORTED = ("float32", "float64")
+
+
+class ConvergenceWarning(UserWarning):
+    """An iteration stopped at its cap before meeting its tolerance.
+
+    Silence it with ``warnings.filterwarnings("ignore",
+    category=maxvol_kit.ConvergenceWarning)``.
+    """
+
+
+def _as_array(A, name):
+    if A is None:
+        raise TypeError(f"{name} must be a 2-D array of floats, got None.")
+    try:
+        array_api_compat.array_namespace(A)
+    except TypeError:
+        # Array-likes (lists, tuples) become NumPy arrays, as in scikit-learn.
+        try:
+            return np.asarray(A)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(
+                f"{name} must be a 2-D array of floats, got {type(A).__name__} "
+                f"that cannot be converted: {exc}"
+            ) from None
+    return A
+
+
+def _check_dtype(A, name):
+    kind = str(A.dtype).rsplit(".", 1)[-1]
+    if kind in _SUPPORTED:
+        return
+    if "bool" in kind:
+        hint = f"pass {name}.astype(float64) if the booleans are meant as 0/1"
+    elif "int" in kind:
+        hint = f"pass {name}.astype(float64)"
+    elif "complex" in kind:
+        hint = "complex input is not supported; split it into real and imaginary parts"
+    else:
+        hint = f"pass {name}.astype(float64)"
+    raise TypeError(
+        f"{name} has dtype {kind}; only float32 and float64 are supported: {hint}."
+    )
+
+
+def check_matrix(A, *, name="A", tall=True):
+    """Validate a 2-D float matrix; return ``(A, backend)``.
+
+    Parameters
+    ----------
+    A : array-like of shape (n, r)
+        The matrix. Lists are converted to NumPy arrays.
+    name : str
+        The parameter name used in error messages.
+    tall : bool
+        Require ``n >= r`` (every MaxVol problem selects ``r`` of ``n`` rows).
+    """
+    A = _as_array(A, name)
+    if A.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D, got {A.ndim}-D with shape {tuple(A.shape)}; "
+            f"reshape it to (n_rows, n_columns), e.g. {name}.reshape(-1, 1) for one "
+            "column."
+        )
+    _check_dtype(A, name)
+    n, r = A.shape
+    if n == 0 or r == 0:
+        raise ValueError(f"{name} is empty (shape {(n, r)}); pass a non-empty matrix.")
+    if tall and n < r:
+        raise ValueError(
+            f"{name} has fewer rows than columns (shape {(n, r)}); MaxVol selects r "
+            f"rows out of n >= r. Pass {name}.T to select columns, or reduce the "
+            "columns to a rank-r basis first."
+        )
+    backend = get_backend(A)
+    if not backend.ops.all_finite(A):
+        raise ValueError(
+            f"{name} contains NaN or infinite values; remove or impute them first."
+        )
+    return A, backend
+
+
+def check_tol(tol, *, name="tol", minimum=1.0, usual=1.05):
+    """Validate a real tolerance ``>= minimum``; return it as a float."""
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(tol).__name__}.")
+    tol = float(tol)
+    if not (np.isfinite(tol) and tol >= minimum):
+        raise ValueError(
+            f"{name} ({tol!r}) must be a finite number >= {minimum}; "
+            f"the usual choice is {name}={usual}."
+        )
+    return tol
+
+
+def check_int(value, *, name, low, high, fix):
+    """Validate an integer in ``[low, high]``; ``fix`` says what to pass instead."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} ({value}) must be in [{low}, {high}]; {fix}.")
+    return value
+
+
+def check_indices(idx, *, name, n, size):
+    """Validate ``size`` distinct row indices in ``[0, n)``; return a NumPy array."""
+    arr = np.asarray(idx)
+    if arr.ndim != 1 or arr.shape[0] != size:
+        raise ValueError(f"{name} must hold {size} row indices, got shape {arr.shape}.")
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}.")
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValueError(
+            f"{name} has indices outside [0, {n}); pass valid row numbers."
+        )
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{name} repeats a row index; pass {size} distinct rows.")
+    return arr.astype(np.int64)
+
+
+def rank_deficient_error(name, shape, found, wanted, hint):
+    """The error raised when a matrix has numerical rank below what is asked."""
+    return ValueError(
+        f"{name} (shape {tuple(shape)}) has numerical rank {found} < {wanted}: no "
+        f"{wanted} rows of it are linearly independent to working precision; {hint}."
+    )
