@@ -110,7 +110,7 @@ def skeleton(M, rank, *, tol=1.05, max_iter=50) -> SkeletonResult:
         max_iter, name="max_iter", low=1, high=2**62, fix="pass a positive cap"
     )
     hint = "pass rank={found} or less"
-    cols, _ = greedy_volume(M.T, rank, backend, name="M", hint=hint)
+    cols, _ = greedy_volume(M.T, rank, backend, name="M.T", hint=hint)
     rows, _ = greedy_volume(M[:, cols], rank, backend, name="M[:, columns]", hint=hint)
     converged = False
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is reported)

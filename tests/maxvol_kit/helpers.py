@@ -40,7 +40,7 @@ def brute_force_max_volume(A):
 def brute_force_max_core(M, r):
     """The r x r submatrix of M of largest |det|: (volume, rows, columns)."""
     best = (-1.0, None, None)
-    m, n = M.shape
+    m, _n = M.shape
     for rows in itertools.combinations(range(m), r):
         vol, cols = brute_force_max_volume(M[list(rows)].T)
         if vol > best[0]:

@@ -1,5 +1,6 @@
 """Square MaxVol: the guarantees G1-G5 and G11 of GUARANTEES.md, and invariances."""
 
+import itertools
 import math
 import warnings
 
@@ -77,7 +78,7 @@ def test_volume_grows_by_more_than_tol_per_swap_and_swaps_are_bounded(A, seed):
         for cap in range(full.n_iter + 1):
             volumes.append(maxvol(A, tol=tol, start=start, max_iter=cap).log_volume)
     assert volumes[0] == pytest.approx(math.log(v_start), abs=1e-9)
-    assert all(b - a > math.log(tol) - 1e-9 for a, b in zip(volumes, volumes[1:]))
+    assert all(b - a > math.log(tol) - 1e-9 for a, b in itertools.pairwise(volumes))
     assert volumes[-1] == pytest.approx(full.log_volume, abs=1e-9)
     v_max, _ = brute_force_max_volume(A)
     assert full.n_iter <= math.log(v_max / v_start) / math.log(tol) + 1e-9
@@ -160,7 +161,7 @@ def test_coefficient_spectral_norm_bound(run, A, tol):
 def test_converged_result_is_strong_rrqr_of_the_transpose(run, A, tol):
     """Gu & Eisenstat's first condition |R11^-1 R12| <= f on A^T with k = r."""
     res = run(A, tol=tol)
-    n, r = A.shape
+    n, _r = A.shape
     idx = np.asarray(res.indices)
     rest = np.setdiff1d(np.arange(n), idx)
     Q, R11 = scipy.linalg.qr(A[idx].T)

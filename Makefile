@@ -1,0 +1,35 @@
+# Quick start: `make demo` runs the main job, `make test` runs the test suite.
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,lint]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The main job: MaxVol against scipy's pivoted QR and teneva, side by side.
+demo: venv
+	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/maxvol_bench.py --quick
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The full benchmark of the docs (several minutes).
+bench: venv
+	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/maxvol_bench.py --out docs/benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
