@@ -75,9 +75,16 @@ class _NumpyOps:
     @staticmethod
     def absmax(C):
         """Return ``(i, j, |C_ij|)`` at the entry of largest magnitude."""
-        flat = int(np.argmax(np.abs(C)))
+        # max and min are two reductions without the temporary of abs(C).
+        hi, lo = float(C.max()), float(C.min())
+        flat = int(np.argmax(C) if hi >= -lo else np.argmin(C))
         i, j = divmod(flat, C.shape[1])
-        return i, j, float(abs(C[i, j]))
+        return i, j, max(hi, -lo)
+
+    @staticmethod
+    def row_sq_norms(W):
+        """Squared Euclidean norm of every row, without a temporary ``W * W``."""
+        return np.einsum("ij,ij->i", W, W)
 
     @staticmethod
     def rank1_update_absmax(C, u, w):
@@ -94,11 +101,8 @@ class _NumpyOps:
             block = C[start : start + step]
             # block.T is Fortran-ordered, which is what ger updates in place.
             ger(-1.0, w, u[start : start + step], a=block.T, overwrite_a=True)
-            hi, lo = block.max(), block.min()
-            value = max(float(hi), -float(lo))
+            i, j, value = _NumpyOps.absmax(block)
             if value > best[2]:
-                flat = int(np.argmax(block) if hi >= -lo else np.argmin(block))
-                i, j = divmod(flat, r)
                 best = (start + i, j, value)
         return best
 

@@ -87,7 +87,7 @@ def lazy_greedy(
         done = len(picked) == n_steps or best <= stop_at
         if block_dirs and (exact_on_return or not done):
             W = A @ xp.stack(block_dirs, axis=1)
-            scores -= xp.sum(W * W, axis=1)
+            scores -= ops.row_sq_norms(W)
             scores[block_rows] = -math.inf
         if done:
             break

@@ -124,7 +124,7 @@ def _greedy_pivots(A, k, backend):
     """
     xp = backend.xp
     r = A.shape[1]
-    scores = xp.sum(A * A, axis=1)
+    scores = backend.ops.row_sq_norms(A)
     floor = (rank_floor(A) ** 2) * float(xp.max(scores))
     V = xp.zeros((r, k), dtype=A.dtype)
     count = 0

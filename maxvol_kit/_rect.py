@@ -139,7 +139,7 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     sub = xp.take(A, idx, axis=0)
     # ||C_i||^2 for the square start: C = A A[I]^-1, G^-1 = A[I]^-1 A[I]^-T.
     C0 = ops.solve_right(A, sub)
-    scores = xp.sum(C0 * C0, axis=1)
+    scores = ops.row_sq_norms(C0)
     del C0
     scores[idx] = -math.inf
     sub_inv = ops.solve_right(xp.eye(sub.shape[0], dtype=A.dtype), sub)
@@ -182,7 +182,7 @@ def _exchange_refine(A, idx, backend, max_exchanges=None):
     n_iter = 0
     while True:
         C = coefficients(A, idx, backend)
-        L = xp.sum(C * C, axis=1)
+        L = backend.ops.row_sq_norms(C)
         diag = C[idx, xp.arange(K)]
         gain = (1.0 + L)[:, None] * (1.0 - diag)[None, :] + C * C
         gain[idx, :] = -math.inf
