@@ -15,10 +15,6 @@ import scipy.linalg
 
 __all__ = ["Backend", "get_backend"]
 
-# Rows per block in the fused swap update: a block of C stays in cache between
-# the rank-1 update and the arg-max, so each swap reads C from memory once.
-_SWAP_BLOCK_BYTES = 1 << 19
-
 
 def _fortran_copy(A, rows_per_block=256):
     """Fortran-ordered copy of ``A``, in blocks of rows.
@@ -87,24 +83,19 @@ class _NumpyOps:
         return np.einsum("ij,ij->i", W, W)
 
     @staticmethod
-    def rank1_update_absmax(C, u, w):
-        """``C -= outer(u, w)`` in place, fused with :meth:`absmax` of the result.
+    def row_absmax(C):
+        """``max_k |C[i, k]|`` for every row ``i``."""
+        return np.maximum(C.max(axis=1), -C.min(axis=1))
 
-        The update runs block by block of rows with BLAS ``ger`` and each block
-        is scanned for its largest entry while still in cache.
+    @staticmethod
+    def subtract_product(C, U, W):
+        """``C -= U.T @ W`` in place with one BLAS gemm (no n x r temporary).
+
+        ``C`` (n, r) is C-ordered, ``U`` (t, n) and ``W`` (t, r) too; in
+        Fortran terms this is ``C^T <- C^T - W^T U``.
         """
-        n, r = C.shape
-        (ger,) = scipy.linalg.get_blas_funcs(("ger",), (C,))
-        step = max(1, _SWAP_BLOCK_BYTES // (C.itemsize * r))
-        best = (0, 0, -1.0)
-        for start in range(0, n, step):
-            block = C[start : start + step]
-            # block.T is Fortran-ordered, which is what ger updates in place.
-            ger(-1.0, w, u[start : start + step], a=block.T, overwrite_a=True)
-            i, j, value = _NumpyOps.absmax(block)
-            if value > best[2]:
-                best = (start + i, j, value)
-        return best
+        (gemm,) = scipy.linalg.get_blas_funcs(("gemm",), (C,))
+        gemm(-1.0, W.T, U.T, beta=1.0, c=C.T, trans_b=1, overwrite_c=True)
 
     @staticmethod
     def svdvals(X):

@@ -29,8 +29,8 @@ __all__ = ["lazy_greedy"]
 # Steps per block and candidates per step: measured on 1e4..1e5 x 64..256
 # Gaussian and low-rank matrices (benchmarks/maxvol_bench.py).
 _MAX_BLOCK = 64
-_CANDIDATES_PER_STEP = 32
-_MIN_CANDIDATES = 512
+_CANDIDATES_PER_STEP = 64
+_MIN_CANDIDATES = 1024
 
 
 def lazy_greedy(

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from maxvol_kit._greedy import lazy_greedy
+from maxvol_kit._swaps import swap_to_dominance
 from maxvol_kit._validation import (
     ConvergenceWarning,
     check_indices,
@@ -173,48 +174,11 @@ def numerical_rank(A, backend):
     return A.shape[1]
 
 
-def swap_to_dominance(C, idx, tol, max_iter, ops):
-    """MaxVol swaps on ``C = A A[idx]^-1`` in place until ``max|C| <= tol``.
-
-    Swapping row ``idx[j]`` for row ``i`` multiplies ``|det A[idx]|`` by
-    ``|C_ij|`` and updates ``C`` by one rank-1 term (Goreinov et al., 2010,
-    eq. 4). Returns ``(n_swaps, max|C|)``.
-    """
-    r = C.shape[1]
-    eye = np.eye(r, dtype=C.dtype)
-    selected = np.zeros(C.shape[0], dtype=bool)
-    selected[idx] = True
-    i, j, value = ops.absmax(C)
-    n_iter = 0
-    while value > tol and n_iter < max_iter:
-        if selected[i]:
-            # Roundoff lifted a selected row's unit entry over tol (tol ~ 1):
-            # restore the exact identity there and look again.
-            C[idx] = eye
-            i, j, value = ops.absmax(C)
-            if selected[i]:
-                break
-            continue
-        pivot = C[i, j]
-        u = C[:, j].copy()
-        w = C[i, :].copy()
-        w[j] -= 1.0
-        w /= pivot
-        selected[idx[j]], selected[i] = False, True
-        idx[j] = i
-        i, j, value = ops.rank1_update_absmax(C, u, w)
-        n_iter += 1
-    # The updates leave C[idx] equal to the identity up to roundoff; make it
-    # exact and report the true maximum.
-    C[idx] = eye
-    return n_iter, ops.absmax(C)[2]
-
-
 def certify(A, idx, tol, max_iter, backend, *, refine=True):
     """Coefficients of a square selection, swapped to dominance if ``refine``."""
     C = coefficients(A, idx, backend)
     if refine:
-        n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend.ops)
+        n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend)
     else:
         n_iter, value = 0, backend.ops.absmax(C)[2]
     converged = value <= tol

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from maxvol_kit import ConvergenceWarning, fast_maxvol, maxvol
 from maxvol_kit._backend import get_backend
-from maxvol_kit._maxvol import coefficients, swap_to_dominance
+from maxvol_kit._maxvol import coefficients
+from maxvol_kit._swaps import swap_to_dominance
 from tests.conftest import rtol_for
 from tests.maxvol_kit.helpers import (
     brute_force_max_volume,
@@ -48,7 +49,7 @@ def test_swap_multiplies_det_and_rank1_update_is_exact(A, seed):
     if i in start:
         return  # already dominant: no swap to check
     idx = start.copy()
-    n_swaps, _ = swap_to_dominance(C, idx, 1.0, 1, backend.ops)
+    n_swaps, _ = swap_to_dominance(C, idx, 1.0, 1, backend)
     assert n_swaps == 1
     expected = start.copy()
     expected[j] = i
