@@ -213,7 +213,10 @@ def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult
     Starts from the rows that LU with partial pivoting picks (or from
     ``start``), then swaps one row at a time while some coefficient
     ``|C_ij| > tol``, where ``C = A @ inv(A[I])``. Each swap multiplies
-    ``|det A[I]|`` by ``|C_ij|``, so the volume only grows.
+    ``|det A[I]|`` by ``|C_ij|``, so the volume only grows. The rank-1
+    updates of ``C`` are deferred over blocks of swaps and kept exact on the
+    rows with the largest entries (see ``maxvol_kit._swaps``); for
+    ``n <= 2048`` the swaps are exactly the classical ones.
 
     Parameters
     ----------

@@ -28,7 +28,7 @@ import numpy as np
 __all__ = ["swap_to_dominance"]
 
 # Candidate rows kept exact, and swaps deferred at most, per block.
-_CANDIDATES = 4096
+_CANDIDATES = 2048
 _MAX_DEFERRED = 32
 
 
@@ -51,9 +51,9 @@ def swap_to_dominance(C, idx, tol, max_iter, backend):
                 break
             block.swap(q, j, idx)
             n_iter += 1
-        block.flush()
+        row_max = block.flush(row_max)
         C[idx] = eye
-        row_max = ops.row_absmax(C)
+        row_max[idx] = 1.0
     return n_iter, float(xp.max(row_max))
 
 
@@ -105,8 +105,13 @@ class _SwapBlock:
         exact[sel] = 0.0
         exact[sel, self.slot[sel]] = 1.0
 
-    def flush(self):
-        """Apply the deferred updates to all of ``C`` in one matrix product."""
+    def flush(self, row_max):
+        """Apply the deferred updates to all of ``C`` in one matrix product.
+
+        Returns the row maxima of ``|C|`` afterwards (``row_max`` if nothing
+        was deferred).
+        """
         t = self.n_deferred
-        if t:
-            self.ops.subtract_product(self.C, self.U[:t], self.W[:t])
+        if not t:
+            return row_max
+        return self.ops.subtract_product(self.C, self.U[:t], self.W[:t])

@@ -10,6 +10,7 @@ import scipy.linalg
 from hypothesis import given
 from hypothesis import strategies as st
 
+import maxvol_kit._swaps as swaps
 from maxvol_kit import ConvergenceWarning, fast_maxvol, maxvol
 from maxvol_kit._backend import get_backend
 from maxvol_kit._maxvol import coefficients
@@ -183,6 +184,30 @@ def test_matches_teneva_maxvol(A):
     res = maxvol(A, tol=1.05)
     np.testing.assert_array_equal(np.asarray(res.indices), rows)
     np.testing.assert_allclose(res.coefficients, B, atol=1e-8 * np.abs(B).max())
+
+
+@given(A=tall_matrices(max_n=60, max_r=6), tol=st.sampled_from([1.0, 1.05]))
+def test_deferred_swaps_with_few_candidates_keep_the_contract(A, tol):
+    """Force the blocked path (candidates < n, short blocks) on small inputs."""
+    start = _random_start(A, 0)
+    if abs(np.linalg.det(A[start])) < 1e-8:
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(swaps, "_CANDIDATES", 3)
+        mp.setattr(swaps, "_MAX_DEFERRED", 2)
+        res = maxvol(A, tol=tol, start=start)
+    idx = np.asarray(res.indices)
+    assert np.unique(idx).size == A.shape[1]
+    assert res.converged and np.abs(res.coefficients).max() <= tol
+    np.testing.assert_allclose(
+        res.coefficients,
+        A @ np.linalg.inv(A[idx]),
+        atol=1e-8 * abs(res.coefficients).max(),
+    )
+    assert (
+        res.log_volume
+        >= math.log(abs(np.linalg.det(A[start]))) + res.n_iter * math.log(tol) - 1e-9
+    )
 
 
 def test_maxvol_at_scale_is_dominant_and_distinct():
