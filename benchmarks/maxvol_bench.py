@@ -195,8 +195,24 @@ def write_outputs(rows, meta, out):
             f"| {row['ratio_to_geqp3']:.3f} | {row['max_C']:.3f} "
             f"| {row['log_volume']:.2f} | {row['peak_memory_x_input']:.2f} |"
         )
-    (out / "maxvol_table.md").write_text("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    (out / "maxvol_table.md").write_text(table)
+    _update_page(out.parent / "benchmarks.md", table)
     _plot(rows, meta, out / "maxvol_times.png")
+
+
+def _update_page(page, table):
+    """Replace the table between the markers of the docs page, if it has them."""
+    begin, end = "<!-- maxvol-table", "<!-- /maxvol-table -->"
+    if not page.exists():
+        return
+    text = page.read_text()
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    marker_line, _ = rest.split("\n", 1)
+    _, tail = rest.split(end, 1)
+    page.write_text(f"{head}{begin}{marker_line}\n{table}{end}{tail}")
 
 
 def _plot(rows, meta, path):

@@ -136,13 +136,10 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     """
     xp, ops = backend.xp, backend.ops
     idx, _ = greedy_volume(A, A.shape[1], backend)
-    sub = xp.take(A, idx, axis=0)
     # ||C_i||^2 for the square start: C = A A[I]^-1, G^-1 = A[I]^-1 A[I]^-T.
-    C0 = ops.solve_right(A, sub)
-    scores = ops.row_sq_norms(C0)
-    del C0
+    sub_inv = xp.linalg.inv(xp.take(A, idx, axis=0))
+    scores = ops.row_sq_norms(A @ sub_inv)
     scores[idx] = -math.inf
-    sub_inv = ops.solve_right(xp.eye(sub.shape[0], dtype=A.dtype), sub)
     Ginv = sub_inv @ sub_inv.T
 
     def pick(p):
