@@ -1,23 +1,30 @@
 """Array namespace resolution and the per-backend linear-algebra adapters.
 
 The algorithms are written once against the array API (``xp``) plus a small
-adapter object for what the standard lacks: LU with partial pivoting, a
-solve against a square factor, top-k selection, in-place products and the
-arg-max of magnitudes. The namespace is resolved once by the public function
-and passed down; nothing below imports a backend by name.
+adapter object (``ops``) for what the standard lacks or does slowly: LU with
+partial pivoting, top-k selection, scatter into rows, in-place blocked
+products and the arg-max of magnitudes. The backend is resolved once by the
+public function and passed down.
+
+Backends: NumPy (+ SciPy for LU), torch (CPU and CUDA), CuPy (+ cupyx) and
+any other array-API namespace (``array_api_strict`` in the tests) through the
+generic adapter, which falls back to NumPy on the host for the LU start only.
+Small index arrays (the selected rows) are kept on the host as NumPy int64
+while an algorithm runs and moved to the input's device at the end.
 """
 
 from __future__ import annotations
 
+import math
+
 import array_api_compat
 import numpy as np
-import scipy.linalg
 
 __all__ = ["Backend", "get_backend"]
 
 
 def _fortran_copy(A, rows_per_block=256):
-    """Fortran-ordered copy of ``A``, in blocks of rows.
+    """Fortran-ordered copy of a NumPy ``A``, in blocks of rows.
 
     ``numpy.asfortranarray`` transposes a C-ordered tall matrix in one
     cache-unfriendly sweep (7x slower here at 100000 x 256).
@@ -28,7 +35,95 @@ def _fortran_copy(A, rows_per_block=256):
     return F
 
 
-class _NumpyOps:
+def _ipiv_to_rows(piv, n, r):
+    """The first ``r`` rows of the permutation that LAPACK's ``ipiv`` encodes.
+
+    ``ipiv`` (0-based here) is a sequence of row interchanges, not a
+    permutation.
+    """
+    perm = np.arange(n)
+    for k, p in enumerate(np.asarray(piv[:r]).tolist()):
+        perm[k], perm[p] = perm[p], perm[k]
+    return perm[:r].copy()
+
+
+class _GenericOps:
+    """Adapter written against the array API alone (slow paths are fine here)."""
+
+    name = "array-api"
+
+    def __init__(self, xp):
+        self.xp = xp
+
+    def prepare(self, A):
+        """The array the algorithms work on (e.g. detached from autograd)."""
+        return A
+
+    def lu_pivot_rows(self, A):
+        """Rows chosen by LU with partial pivoting, and the diagonal of U.
+
+        The array API has no LU; this adapter runs it on the host with NumPy.
+        """
+        return _NumpyOps().lu_pivot_rows(np.asarray(A))
+
+    def top_k(self, scores, k):
+        """Indices of the ``k`` largest scores and the largest score left out."""
+        xp = self.xp
+        n = scores.shape[0]
+        order = xp.argsort(scores, descending=True)
+        if k >= n:
+            return order, -math.inf
+        return order[:k], float(scores[int(order[k])])
+
+    def absmax(self, C):
+        """Return ``(i, j, |C_ij|)`` at the entry of largest magnitude."""
+        xp = self.xp
+        flat = int(xp.argmax(xp.reshape(xp.abs(C), (-1,))))
+        i, j = divmod(flat, C.shape[1])
+        return i, j, float(xp.abs(C[i, j]))
+
+    def row_sq_norms(self, W):
+        """Squared Euclidean norm of every row."""
+        return self.xp.sum(W * W, axis=1)
+
+    def row_absmax(self, C):
+        """``max_k |C[i, k]|`` for every row ``i``."""
+        return self.xp.max(self.xp.abs(C), axis=1)
+
+    def subtract_product(self, C, U, W, rows_per_block=2048):
+        """``C -= U.T @ W`` in place, by blocks of rows; return the new row maxima.
+
+        ``C`` (n, r), ``U`` (t, n), ``W`` (t, r): no n x r temporary forms.
+        """
+        xp = self.xp
+        maxima = []
+        for start in range(0, C.shape[0], rows_per_block):
+            stop = min(start + rows_per_block, C.shape[0])
+            block = C[start:stop, :] - U[:, start:stop].T @ W
+            C[start:stop, :] = block
+            maxima.append(xp.max(xp.abs(block), axis=1))
+        return xp.concat(maxima)
+
+    def set_rows(self, X, rows, values):
+        """``X[rows] = values`` for host row indices (one row at a time here)."""
+        for k, i in enumerate(np.asarray(rows).tolist()):
+            X[i, ...] = values[k, ...]
+
+    def fill(self, x, rows, value):
+        """``x[rows] = value`` for host indices into a 1-D or 2-D array."""
+        for i in np.asarray(rows).tolist():
+            x[i, ...] = value
+
+    def all_finite(self, A):
+        """Whether every entry of ``A`` is finite (NaN and inf are not)."""
+        return bool(self.xp.all(self.xp.isfinite(A)))
+
+    def to_host(self, x):
+        """A NumPy copy of a small array."""
+        return np.asarray(x)
+
+
+class _NumpyOps(_GenericOps):
     """NumPy adapter; SciPy only for LAPACK getrf, which NumPy lacks.
 
     NumPy and SciPy wheels each bundle their own OpenBLAS. After a call into
@@ -39,58 +134,40 @@ class _NumpyOps:
 
     name = "numpy"
 
-    @staticmethod
-    def lu_pivot_rows(A):
+    def __init__(self, xp=None):
+        super().__init__(xp)
+
+    def lu_pivot_rows(self, A):
         """Rows chosen by LU with partial pivoting, and the diagonal of U.
 
         Returns ``(rows, u_diag)``: the first ``r`` rows of the row permutation
-        of ``A = P L U`` in pivot order, and ``diag(U)``.
+        of ``A = P L U`` in pivot order, and ``diag(U)``, both on the host.
         """
+        import scipy.linalg
+
         (getrf,) = scipy.linalg.get_lapack_funcs(("getrf",), (A,))
         lu, piv, _ = getrf(_fortran_copy(A), overwrite_a=True)
-        n, r = A.shape
-        perm = np.arange(n)
-        # LAPACK's ipiv is a sequence of row interchanges, not a permutation.
-        for k, p in enumerate(piv[:r]):
-            perm[k], perm[p] = perm[p], perm[k]
-        return perm[:r].copy(), np.diagonal(lu).copy()
+        return _ipiv_to_rows(piv, *A.shape), np.diagonal(lu).copy()
 
-    @staticmethod
-    def solve_right(A, B):
-        """Return ``A @ inv(B)`` for a small square ``B``.
-
-        One matrix product with the explicit inverse: as accurate as two
-        triangular solves here (the error of either is ~cond(B) eps) and about
-        twice as fast for tall ``A``.
-        """
-        return A @ np.linalg.inv(B)
-
-    @staticmethod
-    def top_k(scores, k):
-        """Indices of the ``k`` largest scores and the largest score left out."""
+    def top_k(self, scores, k):
         n = scores.shape[0]
         if k >= n:
             return np.arange(n), -np.inf
         part = np.argpartition(scores, n - k - 1)
         return part[n - k :], float(scores[part[n - k - 1]])
 
-    @staticmethod
-    def absmax(C):
-        """Return ``(i, j, |C_ij|)`` at the entry of largest magnitude."""
+    def absmax(self, C):
         # max and min are two reductions without the temporary of abs(C).
         hi, lo = float(C.max()), float(C.min())
         flat = int(np.argmax(C) if hi >= -lo else np.argmin(C))
         i, j = divmod(flat, C.shape[1])
         return i, j, max(hi, -lo)
 
-    @staticmethod
-    def row_sq_norms(W):
-        """Squared Euclidean norm of every row, without a temporary ``W * W``."""
+    def row_sq_norms(self, W):
         return np.einsum("ij,ij->i", W, W)
 
-    @staticmethod
-    def row_absmax(C, rows_per_block=2048):
-        """``max_k |C[i, k]|`` for every row ``i``, in one pass over ``C``."""
+    def row_absmax(self, C, rows_per_block=2048):
+        # One pass over C; the abs of a block lives in a reused buffer.
         out = np.empty(C.shape[0], dtype=C.dtype)
         buf = np.empty((min(rows_per_block, C.shape[0]), C.shape[1]), dtype=C.dtype)
         for start in range(0, C.shape[0], rows_per_block):
@@ -99,14 +176,7 @@ class _NumpyOps:
             out[start : start + rows_per_block] = tmp.max(axis=1)
         return out
 
-    @staticmethod
-    def subtract_product(C, U, W, rows_per_block=2048):
-        """``C -= U.T @ W`` in place; return the new :meth:`row_absmax` of ``C``.
-
-        ``C`` (n, r), ``U`` (t, n), ``W`` (t, r). Block by block of rows: each
-        block's product and its row maxima are computed while the block is in
-        cache, so ``C`` is read and written once and no n x r temporary forms.
-        """
+    def subtract_product(self, C, U, W, rows_per_block=2048):
         out = np.empty(C.shape[0], dtype=C.dtype)
         for start in range(0, C.shape[0], rows_per_block):
             block = C[start : start + rows_per_block]
@@ -114,44 +184,138 @@ class _NumpyOps:
             out[start : start + rows_per_block] = np.abs(block).max(axis=1)
         return out
 
-    @staticmethod
-    def svdvals(X):
-        """Singular values of a small matrix."""
-        return np.linalg.svd(X, compute_uv=False)
+    def set_rows(self, X, rows, values):
+        X[np.asarray(rows)] = values
 
-    @staticmethod
-    def all_finite(A):
-        """Whether every entry of ``A`` is finite (NaN and inf are not)."""
+    def fill(self, x, rows, value):
+        x[np.asarray(rows)] = value
+
+    def all_finite(self, A):
         return bool(np.isfinite(A).all())
 
 
-class Backend:
-    """An array namespace ``xp`` together with its linear-algebra adapter."""
+class _TorchOps(_GenericOps):
+    """torch adapter (CPU and CUDA): ``torch.linalg.lu_factor``, ``topk``."""
 
-    def __init__(self, xp, ops):
+    name = "torch"
+
+    def prepare(self, A):
+        return A.detach()
+
+    def lu_pivot_rows(self, A):
+        import torch
+
+        LU, piv = torch.linalg.lu_factor(A)
+        # torch returns LAPACK's 1-based ipiv.
+        rows = _ipiv_to_rows(piv.cpu().numpy() - 1, *A.shape)
+        return rows, torch.diagonal(LU).cpu().numpy()
+
+    def top_k(self, scores, k):
+        n = scores.shape[0]
+        if k >= n:
+            return self.xp.arange(n, device=scores.device), -math.inf
+        values, order = scores.topk(k + 1)
+        return order[:k], float(values[k])
+
+    def absmax(self, C):
+        flat = int(C.abs().argmax())
+        i, j = divmod(flat, C.shape[1])
+        return i, j, float(C[i, j].abs())
+
+    def row_sq_norms(self, W):
+        import torch
+
+        return torch.einsum("ij,ij->i", W, W)
+
+    def set_rows(self, X, rows, values):
+        X[self._index(rows, X)] = values
+
+    def fill(self, x, rows, value):
+        x[self._index(rows, x)] = value
+
+    @staticmethod
+    def _index(rows, like):
+        import torch
+
+        return torch.as_tensor(np.asarray(rows), device=like.device)
+
+    def to_host(self, x):
+        return x.cpu().numpy()
+
+
+class _CupyOps(_GenericOps):
+    """CuPy adapter: ``cupyx.scipy.linalg.lu_factor``, ``argpartition``."""
+
+    name = "cupy"
+
+    def lu_pivot_rows(self, A):
+        import cupyx.scipy.linalg
+
+        lu, piv = cupyx.scipy.linalg.lu_factor(A)
+        rows = _ipiv_to_rows(piv.get(), *A.shape)
+        return rows, self.xp.diagonal(lu).get()
+
+    def top_k(self, scores, k):
+        import cupy
+
+        n = scores.shape[0]
+        if k >= n:
+            return cupy.arange(n), -math.inf
+        part = cupy.argpartition(scores, n - k - 1)
+        return part[n - k :], float(scores[part[n - k - 1]])
+
+    def set_rows(self, X, rows, values):
+        X[self.xp.asarray(np.asarray(rows))] = values
+
+    def fill(self, x, rows, value):
+        x[self.xp.asarray(np.asarray(rows))] = value
+
+    def to_host(self, x):
+        return x.get()
+
+
+class Backend:
+    """An array namespace ``xp``, its adapter ``ops`` and the input's device."""
+
+    def __init__(self, xp, ops, device):
         self.xp = xp
         self.ops = ops
+        self.device = device
         self.name = ops.name
 
+    def asarray(self, x, dtype=None):
+        """``x`` (host data or an array) on this backend's device."""
+        return self.xp.asarray(x, dtype=dtype, device=self.device)
+
+    def indices(self, idx):
+        """Host row indices as an int64 array on the input's device."""
+        return self.asarray(np.asarray(idx, dtype=np.int64), dtype=self.xp.int64)
+
+    def eye(self, n, dtype):
+        """The identity on the input's device."""
+        return self.xp.eye(n, dtype=dtype, device=self.device)
+
     def __repr__(self):
-        return f"Backend({self.name!r})"
+        return f"Backend({self.name!r}, device={self.device!r})"
 
 
-_NUMPY = Backend(array_api_compat.array_namespace(np.empty(0)), _NumpyOps())
+_NUMPY_XP = array_api_compat.array_namespace(np.empty(0))
 
 
 def get_backend(A):
-    """Resolve the backend of ``A`` (NumPy here; torch and CuPy slot in later).
+    """Resolve the backend of ``A``: NumPy, torch, CuPy or another array API.
 
     Raises
     ------
-    NotImplementedError
-        If ``A`` belongs to an array library without an adapter yet.
+    TypeError
+        If ``A`` is not an array of a namespace the array API covers.
     """
     if array_api_compat.is_numpy_array(A):
-        return _NUMPY
-    name = type(A).__module__.split(".")[0]
-    raise NotImplementedError(
-        f"arrays from {name!r} are not supported yet; convert the input with "
-        f"numpy.asarray(A) (for torch: A.cpu().numpy())."
-    )
+        return Backend(_NUMPY_XP, _NumpyOps(_NUMPY_XP), "cpu")
+    xp = array_api_compat.array_namespace(A)
+    device = array_api_compat.device(A)
+    if array_api_compat.is_torch_array(A):
+        return Backend(xp, _TorchOps(xp), device)
+    if array_api_compat.is_cupy_array(A):
+        return Backend(xp, _CupyOps(xp), device)
+    return Backend(xp, _GenericOps(xp), device)

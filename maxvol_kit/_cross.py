@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from maxvol_kit._maxvol import certify, coefficients, greedy_volume, log_volume
 from maxvol_kit._validation import check_int, check_matrix, check_tol
 
@@ -110,23 +108,31 @@ def skeleton(M, rank, *, tol=1.05, max_iter=50) -> SkeletonResult:
         max_iter, name="max_iter", low=1, high=2**62, fix="pass a positive cap"
     )
     hint = "pass rank={found} or less"
+    xp = backend.xp
+
+    def columns_of(cols):
+        return xp.take(M, backend.indices(cols), axis=1)
+
+    def rows_of(rows):
+        return xp.take(M, backend.indices(rows), axis=0)
+
     cols, _ = greedy_volume(M.T, rank, backend, name="M.T", hint=hint)
-    rows, _ = greedy_volume(M[:, cols], rank, backend, name="M[:, columns]", hint=hint)
+    rows, _ = greedy_volume(columns_of(cols), rank, backend, name="M[:, J]", hint=hint)
     converged = False
     for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is reported)
-        rows = certify(M[:, cols], rows.copy(), tol, 100 * rank, backend).indices
-        col_pass = certify(M[rows, :].T, cols.copy(), tol, 100 * rank, backend)
-        cols = col_pass.indices
+        # certify swaps the host index arrays in place.
+        certify(columns_of(cols), rows, tol, 100 * rank, backend)
+        col_pass = certify(rows_of(rows).T, cols, tol, 100 * rank, backend)
         if col_pass.n_iter == 0:
             # No column moved, so the rows are still dominant in M[:, cols].
             converged = col_pass.converged
             break
-    core = M[np.ix_(rows, cols)]
+    core = xp.take(rows_of(rows), backend.indices(cols), axis=1)
     return SkeletonResult(
-        rows=rows,
-        columns=cols,
-        left=coefficients(M[:, cols], rows, backend),
-        right=M[rows, :],
+        rows=backend.indices(rows),
+        columns=backend.indices(cols),
+        left=coefficients(columns_of(cols), rows, backend),
+        right=rows_of(rows),
         n_iter=n_iter,
         converged=converged,
         log_volume=log_volume(core, backend),

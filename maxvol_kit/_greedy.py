@@ -75,8 +75,8 @@ def lazy_greedy(
         cand, bound = ops.top_k(scores, m)
         block_rows, block_dirs, best = _pick_block(
             xp.take(A, cand, axis=0),
-            scores[cand],
-            cand,
+            xp.take(scores, cand),
+            ops.to_host(cand),
             bound,
             steps,
             pick,
@@ -85,10 +85,11 @@ def lazy_greedy(
         )
         picked.extend(block_rows)
         done = len(picked) == n_steps or best <= stop_at
-        if block_dirs and (exact_on_return or not done):
+        refresh = exact_on_return or not done
+        if block_dirs and refresh:
             W = A @ xp.stack(block_dirs, axis=1)
             scores -= ops.row_sq_norms(W)
-            scores[block_rows] = -math.inf
+            ops.fill(scores, block_rows, -math.inf)
         if done:
             break
     best_left = float(xp.max(scores)) if len(picked) < n else -math.inf
@@ -98,9 +99,9 @@ def lazy_greedy(
 def _pick_block(Ac, sc, cand, bound, steps, pick, xp, stop_at):
     """Greedy steps on the candidate rows while the choice is provably global.
 
-    ``sc`` holds the candidates' exact scores and ``bound`` an upper bound on
-    every other row's score; the best candidate is the global argmax as long
-    as it is ``>= bound``.
+    ``sc`` holds the candidates' exact scores (``cand`` their rows, on the
+    host) and ``bound`` an upper bound on every other row's score; the best
+    candidate is the global argmax as long as it is ``>= bound``.
     """
     rows, dirs = [], []
     best = math.inf

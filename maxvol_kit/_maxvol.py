@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maxvol_kit._backend import get_backend
 from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._swaps import swap_to_dominance
 from maxvol_kit._validation import (
@@ -68,46 +69,46 @@ class MaxVolResult:
         """Coefficient matrix ``C`` with ``A = C @ A[indices]`` (see class doc)."""
         if self._coefficients is not None:
             return self._coefficients
-        from maxvol_kit._backend import get_backend
-
-        return coefficients(self._source, self.indices, get_backend(self._source))
+        backend = get_backend(self._source)
+        idx = backend.ops.to_host(self.indices)
+        return coefficients(self._source, idx, backend)
 
 
 def coefficients(A, idx, backend):
-    """``A @ pinv(A[idx])`` through a QR factorisation of the small ``A[idx]``."""
+    """``A @ pinv(A[idx])`` through the small ``A[idx]`` (``idx`` on the host)."""
     xp, ops = backend.xp, backend.ops
-    sub = xp.take(A, idx, axis=0)
+    sub = xp.take(A, backend.indices(idx), axis=0)
     k, r = sub.shape
     if k == r:
-        C = ops.solve_right(A, sub)
-        C[idx] = xp.eye(r, dtype=A.dtype)
+        C = A @ xp.linalg.inv(sub)
+        ops.set_rows(C, idx, backend.eye(r, A.dtype))
         return C
     if k > r:
         # pinv(A_I) = R^-1 Q^T for A_I = Q R.
         Q, R = xp.linalg.qr(sub)
-        return ops.solve_right(A, R) @ Q.T
+        return (A @ xp.linalg.inv(R)) @ Q.T
     # k < r: pinv(A_I) = Q R^-T for A_I^T = Q R.
     Q, R = xp.linalg.qr(sub.T)
-    C = ops.solve_right(A @ Q, R.T)
-    C[idx] = xp.eye(k, dtype=A.dtype)
+    C = (A @ Q) @ xp.linalg.inv(R.T)
+    ops.set_rows(C, idx, backend.eye(k, A.dtype))
     return C
 
 
 def log_volume(A_sub, backend):
     """Log of the product of the singular values of a small matrix."""
-    s = backend.ops.svdvals(A_sub)
+    s = backend.ops.to_host(backend.xp.linalg.svdvals(A_sub)).astype(np.float64)
     with np.errstate(divide="ignore"):
-        return float(np.sum(np.log(np.asarray(s, dtype=np.float64))))
+        return float(np.sum(np.log(s)))
 
 
-def rank_floor(A):
+def rank_floor(A, backend):
     """Relative pivot size below which a row counts as linearly dependent.
 
     The factor of ``numpy.linalg.matrix_rank``, ``max(n, r) * eps``: a pivot
     smaller than it times the largest one is roundoff.
     """
     n, r = A.shape
-    return max(n, r) * float(np.finfo(np.dtype(str(A.dtype).rsplit(".")[-1])).eps)
+    return max(n, r) * float(backend.xp.finfo(A.dtype).eps)
 
 
 class _RankDeficient(Exception):
@@ -126,14 +127,14 @@ def _greedy_pivots(A, k, backend):
     xp = backend.xp
     r = A.shape[1]
     scores = backend.ops.row_sq_norms(A)
-    floor = (rank_floor(A) ** 2) * float(xp.max(scores))
-    V = xp.zeros((r, k), dtype=A.dtype)
+    floor = (rank_floor(A, backend) ** 2) * float(xp.max(scores))
+    V = xp.zeros((r, k), dtype=A.dtype, device=backend.device)
     count = 0
 
     def pick(p):
         nonlocal count
         Vk = V[:, :count]
-        y = A[p]
+        y = A[p, :]
         # Classical Gram-Schmidt twice: orthogonal to working precision.
         for _ in range(2):
             y = y - Vk @ (Vk.T @ y)
@@ -175,7 +176,10 @@ def numerical_rank(A, backend):
 
 
 def certify(A, idx, tol, max_iter, backend, *, refine=True):
-    """Coefficients of a square selection, swapped to dominance if ``refine``."""
+    """Coefficients of a square selection, swapped to dominance if ``refine``.
+
+    ``idx`` (host int64) is updated in place by the swaps.
+    """
     C = coefficients(A, idx, backend)
     if refine:
         n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend)
@@ -189,9 +193,9 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True):
             ConvergenceWarning,
             stacklevel=3,
         )
-    sub = backend.xp.take(A, idx, axis=0)
+    sub = backend.xp.take(A, backend.indices(idx), axis=0)
     return MaxVolResult(
-        indices=idx,
+        indices=backend.indices(idx),
         n_iter=n_iter,
         converged=converged,
         log_volume=log_volume(sub, backend),
@@ -272,8 +276,9 @@ def _start_rows(A, init, start, backend):
     n, r = A.shape
     if start is not None:
         idx = check_indices(start, name="start", n=n, size=r)
-        s = backend.ops.svdvals(backend.xp.take(A, idx, axis=0))
-        if not s[-1] > rank_floor(A) * s[0]:
+        sub = backend.xp.take(A, backend.indices(idx), axis=0)
+        s = backend.ops.to_host(backend.xp.linalg.svdvals(sub))
+        if not s[-1] > rank_floor(A, backend) * s[0]:
             raise ValueError(
                 "start selects a numerically singular submatrix A[start]; pass "
                 "rows that are linearly independent, or start=None."
@@ -284,8 +289,8 @@ def _start_rows(A, init, start, backend):
     if init != "lu":
         raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
     idx, u_diag = backend.ops.lu_pivot_rows(A)
-    u = np.abs(np.asarray(u_diag))
-    if not u.min() > rank_floor(A) * u.max():
+    u = np.abs(u_diag)
+    if not u.min() > rank_floor(A, backend) * u.max():
         found = numerical_rank(A, backend)
         raise rank_deficient_error(
             "A",

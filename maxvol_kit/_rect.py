@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._maxvol import (
     MaxVolResult,
@@ -84,10 +86,12 @@ def rect_maxvol(
     if refine:
         idx, n_iter, best_left = _exchange_refine(A, idx, backend)
     return MaxVolResult(
-        indices=idx,
         n_iter=n_iter,
         converged=best_left <= tol * tol,
-        log_volume=log_volume(backend.xp.take(A, idx, axis=0), backend),
+        log_volume=log_volume(
+            backend.xp.take(A, backend.indices(idx), axis=0), backend
+        ),
+        indices=backend.indices(idx),
         _source=A,
     )
 
@@ -137,14 +141,14 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     xp, ops = backend.xp, backend.ops
     idx, _ = greedy_volume(A, A.shape[1], backend)
     # ||C_i||^2 for the square start: C = A A[I]^-1, G^-1 = A[I]^-1 A[I]^-T.
-    sub_inv = xp.linalg.inv(xp.take(A, idx, axis=0))
+    sub_inv = xp.linalg.inv(xp.take(A, backend.indices(idx), axis=0))
     scores = ops.row_sq_norms(A @ sub_inv)
-    scores[idx] = -math.inf
+    ops.fill(scores, idx, -math.inf)
     Ginv = sub_inv @ sub_inv.T
 
     def pick(p):
         nonlocal Ginv
-        x = A[p]
+        x = A[p, :]
         g = Ginv @ x
         # Sherman-Morrison: (G + x x^T)^-1 = G^-1 - g g^T / (1 + x^T g).
         u = g / math.sqrt(1.0 + float(x @ g))
@@ -162,7 +166,7 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     rows += more
     if len(rows) == A.shape[0]:
         best_left = -math.inf
-    return xp.asarray(rows, dtype=xp.int64), scores, best_left
+    return np.asarray(rows, dtype=np.int64), scores, best_left
 
 
 def _exchange_refine(A, idx, backend, max_exchanges=None):
@@ -172,23 +176,23 @@ def _exchange_refine(A, idx, backend, max_exchanges=None):
     multiplies ``det(A[I]^T A[I])`` by ``(1 + L_i)(1 - L_j) + C_it^2`` with
     ``L = ||C_i||^2`` and ``C = A pinv(A[I])``.
     """
-    xp = backend.xp
+    xp, ops = backend.xp, backend.ops
     n = A.shape[0]
     K = idx.shape[0]
     max_exchanges = 100 * K if max_exchanges is None else max_exchanges
     n_iter = 0
     while True:
         C = coefficients(A, idx, backend)
-        L = backend.ops.row_sq_norms(C)
-        diag = C[idx, xp.arange(K)]
-        gain = (1.0 + L)[:, None] * (1.0 - diag)[None, :] + C * C
-        gain[idx, :] = -math.inf
-        flat = int(xp.argmax(gain))
+        L = ops.row_sq_norms(C)
+        diag = xp.stack([C[i, t] for t, i in enumerate(idx.tolist())])
+        gain = xp.reshape(1.0 + L, (-1, 1)) * xp.reshape(1.0 - diag, (1, -1)) + C * C
+        ops.fill(gain, idx, -math.inf)
+        flat = int(xp.argmax(xp.reshape(gain, (-1,))))
         i, t = divmod(flat, K)
-        L[idx] = -math.inf
+        ops.fill(L, idx, -math.inf)
         best_left = float(xp.max(L)) if K < n else -math.inf
         if float(gain[i, t]) <= _EXCHANGE_GAIN or n_iter >= max_exchanges:
             return idx, n_iter, best_left
-        idx = xp.asarray(idx, copy=True)
+        idx = idx.copy()
         idx[t] = i
         n_iter += 1

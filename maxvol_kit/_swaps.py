@@ -35,12 +35,11 @@ _MAX_DEFERRED = 32
 def swap_to_dominance(C, idx, tol, max_iter, backend):
     """MaxVol swaps on ``C = A A[idx]^-1`` in place until ``max|C| <= tol``.
 
-    ``idx`` is updated in place. Returns ``(n_swaps, max|C|)``; on return
-    ``C[idx]`` is exactly the identity.
+    ``idx`` (host int64) is updated in place. Returns ``(n_swaps, max|C|)``;
+    on return ``C[idx]`` is exactly the identity.
     """
     xp, ops = backend.xp, backend.ops
-    r = C.shape[1]
-    eye = xp.eye(r, dtype=C.dtype)
+    eye = backend.eye(C.shape[1], C.dtype)
     n_iter = 0
     row_max = ops.row_absmax(C)
     while float(xp.max(row_max)) > tol and n_iter < max_iter:
@@ -52,8 +51,8 @@ def swap_to_dominance(C, idx, tol, max_iter, backend):
             block.swap(q, j, idx)
             n_iter += 1
         row_max = block.flush(row_max)
-        C[idx] = eye
-        row_max[idx] = 1.0
+        ops.set_rows(C, idx, eye)
+        ops.fill(row_max, idx, 1.0)
     return n_iter, float(xp.max(row_max))
 
 
@@ -63,19 +62,21 @@ class _SwapBlock:
     def __init__(self, C, row_max, idx, backend):
         xp, ops = backend.xp, backend.ops
         n, r = C.shape
-        self.C, self.xp, self.ops = C, xp, ops
+        self.C, self.xp, self.ops, self.backend = C, xp, ops, backend
         self.rows, _ = ops.top_k(row_max, min(n, _CANDIDATES))
+        self.host_rows = ops.to_host(self.rows)
         self.exact = xp.take(C, self.rows, axis=0)
+        self.eye = backend.eye(r, C.dtype)
         # slot[q]: the position in idx of candidate q if it is selected, else -1.
-        self.slot = np.full(self.rows.shape[0], -1)
-        self.where = {int(row): q for q, row in enumerate(np.asarray(self.rows))}
-        for j, row in enumerate(np.asarray(idx)):
-            if int(row) in self.where:
-                self.slot[self.where[int(row)]] = j
+        self.slot = np.full(self.host_rows.shape[0], -1)
+        self.where = {int(row): q for q, row in enumerate(self.host_rows.tolist())}
+        for j, row in enumerate(idx.tolist()):
+            if row in self.where:
+                self.slot[self.where[row]] = j
         # At most r deferred swaps, so the extra memory stays O(n r).
         self.capacity = min(_MAX_DEFERRED, r)
-        self.U = xp.empty((self.capacity, n), dtype=C.dtype)  # rows are u_s
-        self.W = xp.empty((self.capacity, r), dtype=C.dtype)
+        self.U = xp.empty((self.capacity, n), dtype=C.dtype, device=backend.device)
+        self.W = xp.empty((self.capacity, r), dtype=C.dtype, device=backend.device)
         self.n_deferred = 0
 
     def argmax(self):
@@ -87,23 +88,24 @@ class _SwapBlock:
         xp, t = self.xp, self.n_deferred
         exact = self.exact
         # Column j of the current C for every row: C[:, j] - U^T W[:, j].
-        u = self.C[:, j] - self.U[:t].T @ self.W[:t, j]
-        w = exact[q].copy()
+        u = self.C[:, j] - self.U[:t, :].T @ self.W[:t, j]
+        w = xp.asarray(exact[q, :], copy=True)
         w[j] -= 1.0
         w /= exact[q, j]
-        exact -= xp.take(u, self.rows)[:, None] * w[None, :]
-        self.U[t], self.W[t] = u, w
+        exact -= xp.linalg.outer(xp.take(u, self.rows), w)
+        self.U[t, :] = u
+        self.W[t, :] = w
         self.n_deferred = t + 1
         leaving = self.where.get(int(idx[j]))
         if leaving is not None:
             self.slot[leaving] = -1
         self.slot[q] = j
-        idx[j] = int(self.rows[q])
+        idx[j] = int(self.host_rows[q])
         # Selected rows are exactly unit rows: keep roundoff from lifting their
         # 1 over tol = 1, which would select a row twice.
         sel = np.flatnonzero(self.slot >= 0)
-        exact[sel] = 0.0
-        exact[sel, self.slot[sel]] = 1.0
+        units = self.xp.take(self.eye, self.backend.indices(self.slot[sel]), axis=0)
+        self.ops.set_rows(exact, sel, units)
 
     def flush(self, row_max):
         """Apply the deferred updates to all of ``C`` in one matrix product.
@@ -114,4 +116,4 @@ class _SwapBlock:
         t = self.n_deferred
         if not t:
             return row_max
-        return self.ops.subtract_product(self.C, self.U[:t], self.W[:t])
+        return self.ops.subtract_product(self.C, self.U[:t, :], self.W[:t, :])

@@ -93,6 +93,7 @@ def check_matrix(A, *, name="A", tall=True):
             "columns to a rank-r basis first."
         )
     backend = get_backend(A)
+    A = backend.ops.prepare(A)
     if not backend.ops.all_finite(A):
         raise ValueError(
             f"{name} contains NaN or infinite values; remove or impute them first."
