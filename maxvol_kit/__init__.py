@@ -6,6 +6,7 @@ rectangular MaxVol (:func:`rect_maxvol`) and cross / CUR approximation
 rows, and reports the certificate of its answer (:class:`MaxVolResult`).
 """
 
+from maxvol_kit._batched import maxvol_batched
 from maxvol_kit._cross import SkeletonResult, skeleton
 from maxvol_kit._maxvol import MaxVolResult, fast_maxvol, maxvol
 from maxvol_kit._rect import rect_maxvol
@@ -17,6 +18,7 @@ __all__ = [
     "SkeletonResult",
     "fast_maxvol",
     "maxvol",
+    "maxvol_batched",
     "rect_maxvol",
     "skeleton",
 ]

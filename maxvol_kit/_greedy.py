@@ -87,7 +87,7 @@ def lazy_greedy(
         done = len(picked) == n_steps or best <= stop_at
         refresh = exact_on_return or not done
         if block_dirs and refresh:
-            W = A @ xp.stack(block_dirs, axis=1)
+            W = ops.thin_product(A, xp.stack(block_dirs, axis=1))
             scores -= ops.row_sq_norms(W)
             ops.fill(scores, block_rows, -math.inf)
         if done:

@@ -14,6 +14,7 @@ __all__ = [
     "check_indices",
     "check_int",
     "check_matrix",
+    "check_stack",
     "check_tol",
     "rank_deficient_error",
 ]
@@ -82,15 +83,34 @@ def check_matrix(A, *, name="A", tall=True):
             f"reshape it to (n_rows, n_columns), e.g. {name}.reshape(-1, 1) for one "
             "column."
         )
+    return _check_values(A, name, tall)
+
+
+def check_stack(A, *, name="A"):
+    """Validate a stack of tall float matrices (b, n, r); return ``(A, backend)``."""
+    A = _as_array(A, name)
+    if A.ndim != 3:
+        raise ValueError(
+            f"{name} must be 3-D (a stack of b matrices of shape (n, r)), got "
+            f"{A.ndim}-D with shape {tuple(A.shape)}; for one matrix call "
+            "fast_maxvol instead."
+        )
+    return _check_values(A, name, tall=True)
+
+
+def _check_values(A, name, tall):
+    """Dtype, emptiness, shape and finiteness checks shared by 2-D and 3-D input."""
     _check_dtype(A, name)
-    n, r = A.shape
-    if n == 0 or r == 0:
-        raise ValueError(f"{name} is empty (shape {(n, r)}); pass a non-empty matrix.")
+    n, r = A.shape[-2:]
+    if 0 in tuple(A.shape):
+        raise ValueError(
+            f"{name} is empty (shape {tuple(A.shape)}); pass a non-empty matrix."
+        )
     if tall and n < r:
         raise ValueError(
-            f"{name} has fewer rows than columns (shape {(n, r)}); MaxVol selects r "
-            f"rows out of n >= r. Pass {name}.T to select columns, or reduce the "
-            "columns to a rank-r basis first."
+            f"{name} has fewer rows than columns (shape {tuple(A.shape)}); MaxVol "
+            f"selects r rows out of n >= r. Pass {name}.T to select columns, or "
+            "reduce the columns to a rank-r basis first."
         )
     backend = get_backend(A)
     A = backend.ops.prepare(A)
