@@ -89,9 +89,10 @@ class _GenericOps:
     def row_absmax(self, C, rows_per_block=2048):
         """``max_k |C[i, k]|`` for every row ``i``, by blocks of rows."""
         xp = self.xp
+        n = C.shape[0]
         blocks = [
-            xp.max(xp.abs(C[start : start + rows_per_block, :]), axis=1)
-            for start in range(0, C.shape[0], rows_per_block)
+            xp.max(xp.abs(C[start : min(start + rows_per_block, n), :]), axis=1)
+            for start in range(0, n, rows_per_block)
         ]
         return xp.concat(blocks)
 

@@ -138,7 +138,10 @@ def _swaps_batched(C, rows, tol, max_iter, backend):
     columns = xp.reshape(xp.arange(r, device=backend.device), (1, r))
     n_iter = xp.zeros(b, dtype=xp.int64, device=backend.device)
     for _ in range(max_iter):
-        flat_abs = xp.reshape(xp.abs(C), (b, n * r))
+        # Selected rows hold unit rows (1 <= tol); masking them keeps roundoff
+        # from selecting a row twice when tol = 1.
+        selected = _selected(rows, n, backend)[..., None]
+        flat_abs = xp.reshape(xp.where(selected, 0.0, xp.abs(C)), (b, n * r))
         flat = xp.argmax(flat_abs, axis=1)
         value = xp.take_along_axis(flat_abs, flat[:, None], axis=1)[:, 0]
         active = value > tol
@@ -158,11 +161,21 @@ def _swaps_batched(C, rows, tol, max_iter, backend):
     return C, rows, n_iter
 
 
+def _onehot(rows, n, backend):
+    """``onehot[k, t, i] = (rows[k, t] == i)``, shape (b, r, n)."""
+    xp = backend.xp
+    positions = xp.reshape(xp.arange(n, device=backend.device), (1, 1, n))
+    return xp.reshape(rows, (rows.shape[0], rows.shape[1], 1)) == positions
+
+
+def _selected(rows, n, backend):
+    """Boolean (b, n): which rows each problem has selected."""
+    return backend.xp.any(_onehot(rows, n, backend), axis=1)
+
+
 def _unit_rows(C, rows, backend):
     """Make ``C[k][rows[k]]`` exactly the identity (roundoff of the updates)."""
     xp = backend.xp
-    b, n, r = C.shape
-    positions = xp.reshape(xp.arange(n, device=backend.device), (1, 1, n))
-    onehot = xp.astype(xp.reshape(rows, (b, r, 1)) == positions, C.dtype)  # (b, r, n)
-    selected = xp.sum(onehot, axis=1) > 0
-    return xp.where(selected[..., None], xp.matrix_transpose(onehot), C)
+    onehot = _onehot(rows, C.shape[1], backend)
+    units = xp.matrix_transpose(xp.astype(onehot, C.dtype))
+    return xp.where(xp.any(onehot, axis=1)[..., None], units, C)

@@ -139,7 +139,7 @@ def test_singular_start():
 
 
 def test_non_numeric_input_is_a_type_error():
-    with pytest.raises(TypeError, match="dtype.*only float32 and float64"):
+    with pytest.raises(TypeError, match=r"dtype.*only float32 and float64"):
         maxvol([["a", "b"], ["c", "d"], ["e", "f"]])
 
 
