@@ -114,6 +114,21 @@ class _GenericOps:
             maxima.append(xp.max(xp.abs(block), axis=1))
         return xp.concat(maxima)
 
+    def sign_scatter(self, X, buckets, signs, k):
+        """``Z[:, buckets[j]] += signs[j] X[:, j]`` (host ``buckets``, ``signs``).
+
+        Generic: through a dense d x k sign matrix (fine for the test sizes).
+        """
+        xp = self.xp
+        d = X.shape[1]
+        device = array_api_compat.device(X)
+        b = xp.reshape(xp.asarray(buckets, device=device), (d, 1))
+        onehot = xp.astype(
+            b == xp.reshape(xp.arange(k, device=device), (1, k)), X.dtype
+        )
+        s = xp.reshape(xp.asarray(signs, dtype=X.dtype, device=device), (d, 1))
+        return X @ (onehot * s)
+
     def set_rows(self, X, rows, values):
         """``X[rows] = values`` for host row indices (one row at a time here)."""
         for k, i in enumerate(np.asarray(rows).tolist()):
@@ -207,6 +222,15 @@ class _NumpyOps(_GenericOps):
     def fill(self, x, rows, value):
         x[np.asarray(rows)] = value
 
+    def sign_scatter(self, X, buckets, signs, k):
+        import scipy.sparse
+
+        d = X.shape[1]
+        S = scipy.sparse.csr_matrix(
+            (signs.astype(X.dtype), (np.arange(d), buckets)), shape=(d, k)
+        )
+        return np.ascontiguousarray((S.T @ X.T).T)
+
 
 class _TorchOps(_GenericOps):
     """torch adapter (CPU and CUDA): ``torch.linalg.lu_factor``, ``topk``."""
@@ -251,6 +275,13 @@ class _TorchOps(_GenericOps):
 
     def fill(self, x, rows, value):
         x[self._index(rows, x)] = value
+
+    def sign_scatter(self, X, buckets, signs, k):
+        import torch
+
+        b = torch.as_tensor(buckets, device=X.device)
+        s = torch.as_tensor(signs, dtype=X.dtype, device=X.device)
+        return X.new_zeros((X.shape[0], k)).index_add_(1, b, X * s)
 
     @staticmethod
     def _index(rows, like):

@@ -73,7 +73,7 @@ def _converter(name):
         "array_api_strict",
         pytest.param("cupy", marks=[GPU, needs_gpu]),
         pytest.param("torch-cuda", marks=[GPU, needs_gpu]),
-    ]
+    ],
 )
 def backend(request):
     """``(name, to_backend)`` for each array backend present on this machine."""

@@ -1,0 +1,300 @@
+"""Randomized low-rank factors and streaming sketches on any array backend.
+
+- :func:`randomized_range_finder` and :func:`randomized_svd`: Halko,
+  Martinsson & Tropp (2011), Algorithms 4.4 and 5.1, with QR between power
+  iterations, as in scikit-learn's ``randomized_svd``. scikit-learn's own
+  array-API version needs ``SCIPY_ARRAY_API=1`` set before SciPy is imported
+  and ``array_api_dispatch=True``, which a library cannot impose on its
+  users, so the dozen lines are written here against the array API; the tests
+  use scikit-learn's as the oracle on NumPy input.
+- :class:`FrequentDirectionsSketch`: Frequent Directions (Liberty 2013;
+  Ghashami, Liberty, Phillips & Woodruff 2016), the fast variant with a
+  buffer of ``2 ell`` rows and one SVD per ``ell`` rows streamed. For every
+  unit ``x`` and ``k < ell``:
+  ``0 <= ||A x||^2 - ||B x||^2 <= ||A - A_k||_F^2 / (ell - k)``.
+- :func:`sparse_sign_projection` (sparse JL: one +-1 per input coordinate)
+  and :func:`dense_projection` (Gaussian or Rademacher), with random draws on
+  the host, moved to the input's device, so the same seed gives the same
+  projection on every backend.
+
+Random draws use ``numpy.random.default_rng(random_state)`` on the host (an
+int, a ``Generator`` or None).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from maxvol_kit._validation import check_int, check_matrix
+
+__all__ = [
+    "FrequentDirectionsSketch",
+    "dense_projection",
+    "randomized_range_finder",
+    "randomized_svd",
+    "sparse_sign_projection",
+]
+
+
+def _rng(random_state):
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**63))
+    return np.random.default_rng(random_state)
+
+
+def _gaussian(backend, shape, dtype, random_state):
+    """Standard normal draws on the host, as an array on ``backend``'s device."""
+    host = _rng(random_state).standard_normal(shape)
+    return backend.asarray(host, dtype=dtype)
+
+
+def randomized_range_finder(A, size, *, n_iter=4, random_state=None):
+    """An orthonormal basis ``Q`` (n, size) that approximates the range of ``A``.
+
+    ``Q = qr((A A^T)^q A Omega)`` with Gaussian ``Omega`` and a QR between
+    the power iterations (Halko et al. 2011, Algorithm 4.4).
+
+    Parameters
+    ----------
+    A : array of shape (n, d)
+        Float32 or float64, any backend.
+    size : int
+        Number of basis vectors, ``1 <= size <= min(n, d)``.
+    n_iter : int, default=4
+        Power iterations; more sharpen the basis when the spectrum decays
+        slowly.
+    random_state : int, numpy Generator or None
+        Seed of the host draws.
+
+    Returns
+    -------
+    Q : array of shape (n, size)
+        Orthonormal columns, same backend and device as ``A``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit._sketch import randomized_range_finder
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((100, 5)) @ rng.standard_normal((5, 40))
+    >>> Q = randomized_range_finder(A, 5, random_state=0)
+    >>> bool(np.allclose(Q @ (Q.T @ A), A))
+    True
+    """
+    A, backend = check_matrix(A, tall=False)
+    size = check_int(
+        size, name="size", low=1, high=min(A.shape), fix="ask for at most min(A.shape)"
+    )
+    n_iter = check_int(n_iter, name="n_iter", low=0, high=1000, fix="e.g. n_iter=4")
+    return _range_finder(A, size, n_iter, random_state, backend)
+
+
+def _range_finder(A, size, n_iter, random_state, backend):
+    qr = backend.xp.linalg.qr
+    Q = A @ _gaussian(backend, (A.shape[1], size), A.dtype, random_state)
+    Q, _ = qr(Q)
+    for _ in range(n_iter):
+        Q, _ = qr(A.T @ Q)
+        Q, _ = qr(A @ Q)
+    return Q
+
+
+def randomized_svd(A, n_components, *, n_oversamples=10, n_iter=4, random_state=None):
+    """Truncated SVD ``A ~ U diag(s) Vt`` by a randomized range finder.
+
+    Parameters
+    ----------
+    A : array of shape (n, d)
+        Float32 or float64, any backend.
+    n_components : int
+        Rank of the result, ``1 <= n_components <= min(n, d)``.
+    n_oversamples : int, default=10
+        Extra basis vectors drawn, clipped to ``min(n, d)`` in all.
+    n_iter : int, default=4
+        Power iterations.
+    random_state : int, numpy Generator or None
+        Seed of the host draws.
+
+    Returns
+    -------
+    U : array of shape (n, n_components)
+    s : array of shape (n_components,)
+        Descending.
+    Vt : array of shape (n_components, d)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit._sketch import randomized_svd
+    >>> A = np.random.default_rng(0).standard_normal((200, 30))
+    >>> U, s, Vt = randomized_svd(A, 5, random_state=0)
+    >>> U.shape, s.shape, Vt.shape
+    ((200, 5), (5,), (5, 30))
+    """
+    A, backend = check_matrix(A, tall=False)
+    k = check_int(
+        n_components,
+        name="n_components",
+        low=1,
+        high=min(A.shape),
+        fix="ask for at most min(A.shape) components",
+    )
+    n_oversamples = check_int(
+        n_oversamples, name="n_oversamples", low=0, high=10**9, fix="e.g. 10"
+    )
+    n_iter = check_int(n_iter, name="n_iter", low=0, high=1000, fix="e.g. n_iter=4")
+    size = min(k + n_oversamples, min(A.shape))
+    Q = _range_finder(A, size, n_iter, random_state, backend)
+    U_small, s, Vt = backend.xp.linalg.svd(Q.T @ A, full_matrices=False)
+    return (Q @ U_small)[:, :k], s[:k], Vt[:k, :]
+
+
+class FrequentDirectionsSketch:
+    """Frequent Directions: a ``(<= 2 ell) x d`` sketch ``B`` of streamed rows.
+
+    Rows are appended to a buffer of ``2 ell`` rows; when it is full, its SVD
+    ``U S V^T`` is shrunk to ``sqrt(max(S^2 - s_ell^2, 0)) V^T``, leaving at
+    most ``ell - 1`` nonzero rows. Memory is ``2 ell d`` whatever the number
+    of rows streamed, and for every unit ``x`` and ``k < ell``,
+    ``0 <= ||A x||^2 - ||B x||^2 <= ||A - A_k||_F^2 / (ell - k)``.
+
+    Parameters
+    ----------
+    sketch_size : int
+        ``ell >= 1``.
+
+    Attributes
+    ----------
+    sketch : array of shape (m, d), m <= 2 * ell
+        The rows currently held (``B``); None before the first update.
+    n_rows_seen : int
+        Rows streamed so far.
+    n_shrinks : int
+        SVDs performed so far.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit._sketch import FrequentDirectionsSketch
+    >>> A = np.random.default_rng(0).standard_normal((1000, 20))
+    >>> fd = FrequentDirectionsSketch(8)
+    >>> for chunk in np.array_split(A, 10):
+    ...     fd.update(chunk)
+    >>> fd.sketch.shape[0] <= 16
+    True
+    """
+
+    def __init__(self, sketch_size):
+        self.sketch_size = check_int(
+            sketch_size, name="sketch_size", low=1, high=10**9, fix="e.g. 32"
+        )
+        self._buffer = None
+        self._filled = 0
+        self._backend = None
+        self.n_rows_seen = 0
+        self.n_shrinks = 0
+
+    @property
+    def sketch(self):
+        """The sketch rows ``B`` (a view of the filled part of the buffer)."""
+        if self._buffer is None:
+            return None
+        return self._buffer[: self._filled, :]
+
+    def update(self, X):
+        """Stream the rows of ``X`` (m, d) into the sketch; return ``self``."""
+        X, backend = check_matrix(X, name="X", tall=False)
+        if self._buffer is None:
+            self._start(X, backend)
+        elif X.shape[1] != self._buffer.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} columns but the sketch was started with "
+                f"{self._buffer.shape[1]}; stream rows of the same width."
+            )
+        start = 0
+        while start < X.shape[0]:
+            room = self._buffer.shape[0] - self._filled
+            take = min(room, X.shape[0] - start)
+            self._buffer[self._filled : self._filled + take, :] = X[
+                start : start + take, :
+            ]
+            self._filled += take
+            start += take
+            if self._filled == self._buffer.shape[0]:
+                self._shrink()
+        self.n_rows_seen += X.shape[0]
+        return self
+
+    def _start(self, X, backend):
+        self._backend = backend
+        rows = 2 * self.sketch_size
+        self._buffer = backend.xp.zeros(
+            (rows, X.shape[1]), dtype=X.dtype, device=backend.device
+        )
+
+    def _shrink(self):
+        xp, ell = self._backend.xp, self.sketch_size
+        _, s, Vt = xp.linalg.svd(self._buffer, full_matrices=False)
+        delta = s[ell - 1] ** 2 if s.shape[0] >= ell else 0.0
+        shrunk = xp.sqrt(xp.clip(s * s - delta, min=0.0))
+        keep = min(ell - 1, s.shape[0])
+        self._buffer[:keep, :] = shrunk[:keep, None] * Vt[:keep, :]
+        self._buffer[keep:, :] = 0.0
+        self._filled = keep
+        self.n_shrinks += 1
+
+
+def sparse_sign_projection(X, k, *, random_state=None):
+    """Sparse JL: each input coordinate goes to one of ``k`` buckets with a sign.
+
+    ``Z[:, h(j)] += s(j) X[:, j]`` with uniform buckets ``h`` and signs
+    ``s``; inner products are preserved in expectation, ``E <Zx, Zy> =
+    <x, y>``, with variance falling as ``1 / k``. O(n d) work.
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    k : int
+        Output dimension.
+    random_state : int, numpy Generator or None
+        Seed of the host draws of ``h`` and ``s``.
+
+    Returns
+    -------
+    Z : array of shape (n, k), same backend and device as ``X``.
+    """
+    X, backend = check_matrix(X, name="X", tall=False)
+    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    rng = _rng(random_state)
+    buckets = rng.integers(0, k, size=X.shape[1])
+    signs = rng.choice(np.array([-1.0, 1.0]), size=X.shape[1])
+    return backend.ops.sign_scatter(X, buckets, signs, k)
+
+
+def dense_projection(X, k, *, kind="gaussian", random_state=None):
+    """``X @ R / sqrt(k)`` with a Gaussian or Rademacher (+-1) ``R`` (d, k).
+
+    Parameters
+    ----------
+    X : array of shape (n, d)
+    k : int
+        Output dimension.
+    kind : {"gaussian", "rademacher"}, default="gaussian"
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    Z : array of shape (n, k), same backend and device as ``X``.
+    """
+    X, backend = check_matrix(X, name="X", tall=False)
+    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    rng = _rng(random_state)
+    if kind == "gaussian":
+        R = rng.standard_normal((X.shape[1], k))
+    elif kind == "rademacher":
+        R = rng.choice(np.array([-1.0, 1.0]), size=(X.shape[1], k))
+    else:
+        raise ValueError(f"kind ({kind!r}) must be 'gaussian' or 'rademacher'.")
+    return X @ backend.asarray(R / math.sqrt(k), dtype=X.dtype)
