@@ -27,9 +27,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The full benchmark of the docs (several minutes).
+# The full benchmarks of the docs (several minutes).
 bench: venv
 	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/maxvol_bench.py --out docs/benchmarks
+	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/backend_bench.py --out docs/benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _page import update_page
 from threadpoolctl import threadpool_limits
 
 import maxvol_kit
@@ -152,8 +153,45 @@ def main(argv=None):
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "backend_results.json"
         path.write_text(json.dumps(results, indent=2))
+        update_page(args.out.parent / "benchmarks.md", "backend-table", table(results))
         print(f"wrote {path}")
     return results
+
+
+def table(results):
+    """The Markdown tables of the docs page."""
+    lines = [
+        f"Measured {results['date']}, {results['threads']} threads for NumPy's BLAS "
+        f"and torch, median of {results['repeat']} runs; torch "
+        f"{results['versions']['torch']}, NumPy {results['versions']['numpy']}.",
+        "",
+        "| case | NumPy (s) | torch CPU (s) | torch / NumPy | same rows |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["single"]:
+        lines.append(
+            f"| {row['case']} | {row['numpy_s']:.3f} | {row['torch_cpu_s']:.3f} "
+            f"| {row['torch_over_numpy']:.2f} | {row['same_rows']} |"
+        )
+    lines += [
+        "",
+        "| case | batched (s) | loop of fast_maxvol (s) | speed-up | dominant |",
+        "|---|---|---|---|---|",
+    ]
+    for row in results["batched"]:
+        lines.append(
+            f"| {row['case']} | {row['batched_s']:.3f} | {row['loop_s']:.3f} "
+            f"| {row['speedup']:.1f}x | {row['dominant_share']:.0%} |"
+        )
+    if results["gpu"]:
+        lines += ["", "| GPU case | seconds |", "|---|---|"]
+        lines += [f"| {row['case']} | {row['seconds']:.4f} |" for row in results["gpu"]]
+    else:
+        lines += [
+            "",
+            "No CUDA device on the machine of this run: GPU rows not measured.",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+from _page import update_page
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import maxvol_kit
@@ -197,22 +198,8 @@ def write_outputs(rows, meta, out):
         )
     table = "\n".join(lines) + "\n"
     (out / "maxvol_table.md").write_text(table)
-    _update_page(out.parent / "benchmarks.md", table)
+    update_page(out.parent / "benchmarks.md", "maxvol-table", table)
     _plot(rows, meta, out / "maxvol_times.png")
-
-
-def _update_page(page, table):
-    """Replace the table between the markers of the docs page, if it has them."""
-    begin, end = "<!-- maxvol-table", "<!-- /maxvol-table -->"
-    if not page.exists():
-        return
-    text = page.read_text()
-    if begin not in text or end not in text:
-        return
-    head, rest = text.split(begin, 1)
-    marker_line, _ = rest.split("\n", 1)
-    _, tail = rest.split(end, 1)
-    page.write_text(f"{head}{begin}{marker_line}\n{table}{end}{tail}")
 
 
 def _plot(rows, meta, path):
