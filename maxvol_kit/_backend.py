@@ -303,7 +303,7 @@ class _CupyOps(_GenericOps):
 
         lu, piv = cupyx.scipy.linalg.lu_factor(A)
         rows = _ipiv_to_rows(piv.get(), *A.shape)
-        return rows, self.xp.diagonal(lu).get()
+        return rows, lu.diagonal().get()
 
     def top_k(self, scores, k):
         import cupy
