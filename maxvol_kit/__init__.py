@@ -24,3 +24,31 @@ __all__ = [
 ]
 
 __version__ = "0.1.0.dev0"
+
+# The scikit-learn estimators load on first use, so that the functions need
+# only NumPy and SciPy.
+_ESTIMATORS = (
+    "FrequentDirections",
+    "MaxVolFeatureSelector",
+    "MaxVolSampler",
+    "RandomizedLowRank",
+    "SubsetFitEstimator",
+)
+__all__ += list(_ESTIMATORS)
+
+
+def __getattr__(name):
+    if name in _ESTIMATORS:
+        try:
+            from maxvol_kit import _estimators
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                f"maxvol_kit.{name} needs scikit-learn: pip install "
+                "'maxvol-kit[sklearn]'"
+            ) from exc
+        return getattr(_estimators, name)
+    raise AttributeError(f"module 'maxvol_kit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -64,7 +64,7 @@ class _GenericOps:
 
         The array API has no LU; this adapter runs it on the host with NumPy.
         """
-        return _NumpyOps().lu_pivot_rows(np.asarray(A))
+        return _NumpyOps().lu_pivot_rows(self.to_host(A))
 
     def top_k(self, scores, k):
         """Indices of the ``k`` largest scores and the largest score left out."""
@@ -151,8 +151,12 @@ class _GenericOps:
         return bool(xp.all(xp.isfinite(A)))
 
     def to_host(self, x):
-        """A NumPy copy of a small array."""
-        return np.asarray(x)
+        """A NumPy copy of a small array (moved to the CPU device first if needed)."""
+        try:
+            return np.asarray(x)
+        except RuntimeError:
+            # e.g. array_api_strict's non-default devices refuse the conversion.
+            return np.asarray(x.to_device(type(x.device)("CPU_DEVICE")))
 
 
 class _NumpyOps(_GenericOps):

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from maxvol_kit._backend import get_backend
 from maxvol_kit._validation import check_int, check_matrix
 
 __all__ = [
@@ -192,7 +193,6 @@ class FrequentDirectionsSketch:
         )
         self._buffer = None
         self._filled = 0
-        self._backend = None
         self.n_rows_seen = 0
         self.n_shrinks = 0
 
@@ -207,7 +207,9 @@ class FrequentDirectionsSketch:
         """Stream the rows of ``X`` (m, d) into the sketch; return ``self``."""
         X, backend = check_matrix(X, name="X", tall=False)
         if self._buffer is None:
-            self._start(X, backend)
+            self._buffer = backend.xp.zeros(
+                (2 * self.sketch_size, X.shape[1]), dtype=X.dtype, device=backend.device
+            )
         elif X.shape[1] != self._buffer.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} columns but the sketch was started with "
@@ -227,15 +229,8 @@ class FrequentDirectionsSketch:
         self.n_rows_seen += X.shape[0]
         return self
 
-    def _start(self, X, backend):
-        self._backend = backend
-        rows = 2 * self.sketch_size
-        self._buffer = backend.xp.zeros(
-            (rows, X.shape[1]), dtype=X.dtype, device=backend.device
-        )
-
     def _shrink(self):
-        xp, ell = self._backend.xp, self.sketch_size
+        xp, ell = get_backend(self._buffer).xp, self.sketch_size
         _, s, Vt = xp.linalg.svd(self._buffer, full_matrices=False)
         delta = s[ell - 1] ** 2 if s.shape[0] >= ell else 0.0
         shrunk = xp.sqrt(xp.clip(s * s - delta, min=0.0))

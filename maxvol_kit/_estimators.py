@@ -1,0 +1,813 @@
+"""scikit-learn estimators: row coresets, column selection, low-rank features.
+
+A transformer must not drop rows, so row selection is a sampler
+(:class:`MaxVolSampler`, ``fit_resample`` as in imbalanced-learn) or a
+meta-estimator (:class:`SubsetFitEstimator`) that fits its estimator on the
+selected rows. Column selection is a ``SelectorMixin``
+(:class:`MaxVolFeatureSelector`); :class:`RandomizedLowRank` and
+:class:`FrequentDirections` are transformers.
+
+All of them run MaxVol on *coordinates*: the principal coordinates
+``Z = U_r S_r`` of the (centred) data, with ``r`` its numerical rank, so
+that constant or collinear columns never make a selection ill-posed.
+Selecting ``K <= r`` rows runs square MaxVol on the first ``K``
+coordinates; ``K > r`` rows need rectangular MaxVol.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import array_api_compat
+import numpy as np
+
+from maxvol_kit._backend import get_backend
+from maxvol_kit._maxvol import fast_maxvol, maxvol
+from maxvol_kit._rect import rect_maxvol
+from maxvol_kit._sketch import FrequentDirectionsSketch, randomized_svd
+from maxvol_kit._sklearn_compat import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    HasMethods,
+    Integral,
+    Interval,
+    MetaEstimatorMixin,
+    Real,
+    SelectorMixin,
+    StrOptions,
+    TransformerMixin,
+    _check_sample_weight,
+    _fit_context,
+    _safe_indexing,
+    available_if,
+    check_array,
+    check_is_fitted,
+    check_same_namespace,
+    clone,
+    get_namespace,
+    get_tags,
+    indexable,
+    validate_data,
+)
+
+__all__ = [
+    "FrequentDirections",
+    "MaxVolFeatureSelector",
+    "MaxVolSampler",
+    "RandomizedLowRank",
+    "SubsetFitEstimator",
+]
+
+_SQUARE = {"fast": fast_maxvol, "maxvol": maxvol}
+
+
+def _is_foreign_array(X):
+    """An array of an array-API library other than NumPy (torch, CuPy, ...)."""
+    return array_api_compat.is_array_api_obj(X) and not isinstance(X, np.ndarray)
+
+
+def _take_rows(X, rows):
+    """Rows ``rows`` (host ints) of ``X``: arrays of any namespace, or pandas."""
+    if not _is_foreign_array(X):
+        return _safe_indexing(X, rows)
+    backend = get_backend(X)
+    return backend.xp.take(X, backend.indices(rows), axis=0)
+
+
+def _like(values, X, dtype=None):
+    """Host ``values`` as an array of ``X``'s namespace and device."""
+    backend = get_backend(X)
+    return backend.asarray(np.asarray(values), dtype=dtype)
+
+
+def _float_dtypes(X):
+    """float64 then float32 of ``X``'s namespace (array-API dispatch aware)."""
+    xp, _ = get_namespace(X)
+    return [xp.float64, xp.float32]
+
+
+def _count(value, total, name):
+    """An int count, or a fraction of ``total`` rounded (at least 1)."""
+    if isinstance(value, Real) and not isinstance(value, Integral):
+        return max(1, round(value * total))
+    if value > total:
+        raise ValueError(
+            f"{name} ({value}) is larger than the {total} available; pass at most "
+            f"{total}, or a fraction in (0, 1]."
+        )
+    return int(value)
+
+
+def _coordinates(F, rank, random_state):
+    """Principal coordinates ``U_r S_r`` of ``F`` at its numerical rank.
+
+    ``rank`` None: exact thin SVD; an int: randomized SVD of that rank.
+    """
+    xp = get_backend(F).xp
+    if rank is None:
+        U, s, _ = xp.linalg.svd(F, full_matrices=False)
+    else:
+        U, s, _ = randomized_svd(F, min(rank, *F.shape), random_state=random_state)
+    eps = float(xp.finfo(F.dtype).eps)
+    floor = max(F.shape) * eps * float(s[0]) if s.shape[0] else 0.0
+    r = int(xp.sum(xp.astype(s > floor, xp.int64)))
+    return U[:, :r] * s[:r]
+
+
+def _select(Z, K, method, tol):
+    """``K`` rows of the coordinates ``Z`` (n, r) by MaxVol; a MaxVolResult.
+
+    Square MaxVol on the first ``K`` coordinates when ``K <= r``, else
+    rectangular MaxVol (which starts from the greedy-volume rows).
+    """
+    r = Z.shape[1]
+    if method == "rect" or K > r:
+        return rect_maxvol(Z if K >= r else Z[:, :K], n_rows=K)
+    return _SQUARE[method](Z[:, :K], tol=tol)
+
+
+def _coverage(result, n):
+    """How many rows each selected row represents: the arg-max of ``|C|``."""
+    C = _to_numpy(result.coefficients)
+    owner = np.argmax(np.abs(C), axis=1)
+    return np.bincount(owner, minlength=C.shape[1]).astype(np.float64)
+
+
+def _allocate(counts, K):
+    """Split ``K`` over groups in proportion to ``counts`` (largest remainder)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    share = K * counts / counts.sum()
+    alloc = np.floor(share).astype(int)
+    if K >= counts.size:  # every class gets a row when there are enough
+        alloc = np.maximum(alloc, 1)
+    while alloc.sum() > K:
+        alloc[np.argmax(alloc - share)] -= 1
+    order = np.argsort(-(share - alloc), kind="stable")
+    for g in order[: K - alloc.sum()]:
+        alloc[g] += 1
+    return np.minimum(alloc, counts.astype(int))
+
+
+class MaxVolSampler(BaseEstimator):
+    """Select a coreset of rows by MaxVol on their principal coordinates.
+
+    ``fit`` picks ``n_samples`` rows whose coordinates span the data with the
+    largest volume (they express every other row with bounded coefficients);
+    ``fit_resample`` returns them, as imbalanced-learn's samplers do, so the
+    sampler works inside an imbalanced-learn ``Pipeline``. To fit any
+    scikit-learn estimator on the selection, wrap both in
+    :class:`SubsetFitEstimator`.
+
+    Parameters
+    ----------
+    n_samples : int or float, default=0.1
+        Rows to select: a count, or a fraction of the rows (at least 1).
+    method : {"fast", "maxvol", "rect"}, default="fast"
+        ``fast``: greedy volume + swaps (:func:`fast_maxvol`); ``maxvol``:
+        LU start + swaps; ``rect``: rectangular MaxVol. Selections larger than
+        the rank always use rectangular MaxVol.
+    features : {"centered", "raw", "lowrank"}, default="centered"
+        The coordinates MaxVol runs on: principal coordinates of the centred
+        data, of the raw data, or of a randomized SVD of rank ``rank``.
+    rank : int or None, default=None
+        Rank of the ``lowrank`` features (default: the number of rows
+        selected, at most the number of features).
+    stratify : bool, default=False
+        Select within each class of ``y`` in proportion to its size (every
+        class gets a row when ``n_samples`` allows); features are centred per
+        class. Needs ``y``.
+    weighting : {None, "coverage"}, default=None
+        ``coverage``: ``sample_weight_`` counts, for each selected row, the
+        rows whose largest MaxVol coefficient is on it (they sum to the number
+        of rows).
+    tol : float, default=1.05
+        Dominance tolerance of the square MaxVol.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the randomized SVD (``features="lowrank"``).
+
+    Attributes
+    ----------
+    sample_indices_ : ndarray of shape (n_selected,)
+        The selected rows, sorted.
+    support_ : ndarray of shape (n_samples_fit,), dtype bool
+        Mask of the selected rows.
+    sample_weight_ : ndarray of shape (n_selected,) or None
+        Weights of the selected rows (``weighting="coverage"``), else None.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string column names.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from maxvol_kit import MaxVolSampler
+    >>> X, y = load_digits(return_X_y=True)
+    >>> sampler = MaxVolSampler(n_samples=50, stratify=True).fit(X, y)
+    >>> X_small, y_small = sampler.fit_resample(X, y)
+    >>> X_small.shape, len(set(y_small))
+    ((50, 64), 10)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_samples": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="right"),
+        ],
+        "method": [StrOptions({"fast", "maxvol", "rect"})],
+        "features": [StrOptions({"centered", "raw", "lowrank"})],
+        "rank": [Interval(Integral, 1, None, closed="left"), None],
+        "stratify": ["boolean"],
+        "weighting": [StrOptions({"coverage"}), None],
+        "tol": [Interval(Real, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_samples=0.1,
+        *,
+        method="fast",
+        features="centered",
+        rank=None,
+        stratify=False,
+        weighting=None,
+        tol=1.05,
+        random_state=None,
+    ):
+        self.n_samples = n_samples
+        self.method = method
+        self.features = features
+        self.rank = rank
+        self.stratify = stratify
+        self.weighting = weighting
+        self.tol = tol
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Select the rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+            Class labels; required with ``stratify=True``, ignored otherwise.
+
+        Returns
+        -------
+        self : MaxVolSampler
+        """
+        X = validate_data(self, X, dtype=_float_dtypes(X))
+        xp = get_backend(X).xp
+        n = X.shape[0]
+        K = _count(self.n_samples, n, "n_samples")
+        groups = self._groups(y, n)
+        alloc = _allocate([g.size for g in groups], K)
+        picked, weights = [], []
+        for rows, k in zip(groups, alloc, strict=True):
+            if k:
+                sel, w = self._select_group(_take_rows(X, rows), k)
+                picked.append(rows[sel])
+                weights.append(w)
+        order = np.argsort(np.concatenate(picked), kind="stable")
+        indices = np.concatenate(picked)[order]
+        support = np.zeros(n, dtype=bool)
+        support[indices] = True
+        # Fitted arrays live where X does (array-API dispatch).
+        self.sample_indices_ = _like(indices, X, xp.int64)
+        self.support_ = _like(support, X, xp.bool)
+        self.sample_weight_ = (
+            _like(np.concatenate(weights)[order], X, X.dtype)
+            if self.weighting == "coverage"
+            else None
+        )
+        return self
+
+    def _groups(self, y, n):
+        if not self.stratify:
+            return [np.arange(n)]
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} with stratify=True requires y to be passed, "
+                "but the target y is None; pass the class labels y, or set "
+                "stratify=False."
+            )
+        y = check_array(_to_numpy(y), ensure_2d=False, dtype=None, input_name="y")
+        if y.shape[0] != n:
+            raise ValueError(f"y has {y.shape[0]} entries but X has {n} rows.")
+        return [np.flatnonzero(y == c) for c in np.unique(y)]
+
+    def _select_group(self, X, k):
+        """``k`` rows of ``X`` (local indices) and their coverage weights."""
+        xp = get_backend(X).xp
+        F = X if self.features == "raw" else X - xp.mean(X, axis=0)
+        rank = None
+        if self.features == "lowrank":
+            rank = self.rank or min(k, X.shape[1])
+        Z = _coordinates(F, rank, self.random_state)
+        if Z.shape[1] == 0:  # constant rows: any selection is as good
+            return np.arange(k), np.full(k, X.shape[0] / k)
+        result = _select(Z, k, self.method, self.tol)
+        sel = _to_numpy(result.indices)
+        return sel, _coverage(result, X.shape[0]) if self.weighting else None
+
+    def fit_resample(self, X, y=None):
+        """Fit, then return the selected rows of ``X`` (and of ``y`` if given).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        X_resampled : array-like of shape (n_selected, n_features)
+        y_resampled : array-like of shape (n_selected,)
+            Only when ``y`` is given.
+        """
+        self.fit(X, y)
+        rows = get_backend(self.sample_indices_).ops.to_host(self.sample_indices_)
+        X_sel = _take_rows(X, rows)
+        if y is None:
+            return X_sel
+        return X_sel, _take_rows(y, rows)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.array_api_support = True
+        return tags
+
+
+def _to_numpy(x):
+    """A NumPy copy of a fitted index or weight array of any namespace."""
+    if _is_foreign_array(x):
+        return get_backend(x).ops.to_host(x)
+    return np.asarray(x)
+
+
+def _estimator_has(attr):
+    def check(self):
+        return hasattr(getattr(self, "estimator_", self.estimator), attr)
+
+    return check
+
+
+class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
+    """Fit an estimator on the rows a selector picks.
+
+    ``fit`` fits a clone of ``selector`` (anything with ``sample_indices_``
+    after ``fit``, e.g. :class:`MaxVolSampler`), then a clone of
+    ``estimator`` on the selected rows; prediction is delegated. Use it as the
+    last step of a ``Pipeline`` and tune the budget with
+    ``GridSearchCV(..., {"selector__n_samples": [...]})``.
+
+    Parameters
+    ----------
+    selector : estimator
+        Sets ``sample_indices_`` (and optionally ``sample_weight_``) in ``fit``.
+    estimator : estimator
+        Fitted on the selected rows.
+    use_weights : bool, default=False
+        Pass the selector's ``sample_weight_`` to ``estimator.fit``
+        (multiplied by a user ``sample_weight`` if both are given).
+
+    Attributes
+    ----------
+    selector_ : fitted clone of ``selector``
+    estimator_ : clone of ``estimator`` fitted on the selected rows
+    classes_ : ndarray, for classifiers
+    n_features_in_ : int
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from maxvol_kit import MaxVolSampler, SubsetFitEstimator
+    >>> X, y = load_digits(return_X_y=True)
+    >>> model = SubsetFitEstimator(
+    ...     MaxVolSampler(n_samples=0.2, stratify=True),
+    ...     LogisticRegression(max_iter=2000),
+    ... ).fit(X, y)
+    >>> model.estimator_.n_features_in_, len(model.selector_.sample_indices_)
+    (64, 359)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "selector": [HasMethods(["fit"])],
+        "estimator": [HasMethods(["fit"])],
+        "use_weights": ["boolean"],
+    }
+
+    def __init__(self, selector, estimator, *, use_weights=False):
+        self.selector = selector
+        self.estimator = estimator
+        self.use_weights = use_weights
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None, sample_weight=None):
+        """Fit the selector, then the estimator on the selected rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), optional
+        sample_weight : array-like of shape (n_samples,), optional
+            Routed to ``estimator.fit`` for the selected rows.
+
+        Returns
+        -------
+        self : SubsetFitEstimator
+        """
+        X, y = indexable(X, y)
+        if y is not None:  # NaN or inf labels fail here, not only when selected
+            check_array(_to_numpy(y), ensure_2d=False, dtype=None, input_name="y")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        self.selector_ = clone(self.selector).fit(X, y)
+        idx = _to_numpy(self.selector_.sample_indices_)
+        weights = getattr(self.selector_, "sample_weight_", None)
+        weights = (
+            _to_numpy(weights) if self.use_weights and weights is not None else None
+        )
+        if sample_weight is not None:
+            chosen = sample_weight[idx]
+            weights = chosen if weights is None else weights * chosen
+        fit_params = {} if weights is None else {"sample_weight": weights}
+        y_sel = None if y is None else _take_rows(y, idx)
+        self.estimator_ = clone(self.estimator).fit(
+            _take_rows(X, idx), y_sel, **fit_params
+        )
+        self.n_features_in_ = self.selector_.n_features_in_
+        if hasattr(self.selector_, "feature_names_in_"):
+            self.feature_names_in_ = self.selector_.feature_names_in_
+        return self
+
+    @property
+    def classes_(self):
+        """Class labels of the fitted classifier."""
+        check_is_fitted(self)
+        return self.estimator_.classes_
+
+    @available_if(_estimator_has("predict"))
+    def predict(self, X):
+        """Predict with the estimator fitted on the selected rows."""
+        check_is_fitted(self)
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities from the estimator fitted on the selected rows."""
+        check_is_fitted(self)
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log class probabilities from the fitted estimator."""
+        check_is_fitted(self)
+        return self.estimator_.predict_log_proba(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Decision function of the estimator fitted on the selected rows."""
+        check_is_fitted(self)
+        return self.estimator_.decision_function(X)
+
+    @available_if(_estimator_has("transform"))
+    def transform(self, X):
+        """Transform with the estimator fitted on the selected rows."""
+        check_is_fitted(self)
+        return self.estimator_.transform(X)
+
+    @available_if(_estimator_has("score"))
+    def score(self, X, y=None, sample_weight=None):
+        """The fitted estimator's score on ``X``."""
+        check_is_fitted(self)
+        kwargs = {} if sample_weight is None else {"sample_weight": sample_weight}
+        return self.estimator_.score(X, y, **kwargs)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self.estimator)
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.transformer_tags = inner.transformer_tags
+        tags.target_tags.required = inner.target_tags.required
+        tags.input_tags.sparse = False
+        return tags
+
+
+class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
+    """Select columns by MaxVol on the dominant right singular space.
+
+    Column ``j`` is represented by row ``j`` of ``V_r S_r`` (its loadings on
+    the principal directions); MaxVol picks the columns that span them with
+    the largest volume, so the kept columns express the others with bounded
+    coefficients (an interpolative decomposition of ``X``). Unsupervised:
+    ``y`` is ignored.
+
+    Parameters
+    ----------
+    n_features_to_select : int, float or None, default=None
+        Columns to keep: a count, a fraction, or None for half of them.
+    method : {"fast", "maxvol", "rect"}, default="fast"
+        As in :class:`MaxVolSampler`.
+    tol : float, default=1.05
+        Dominance tolerance of the square MaxVol.
+
+    Attributes
+    ----------
+    support_ : ndarray of shape (n_features_in_,), dtype bool
+    ranking_ : ndarray of shape (n_features_in_,)
+        1 for the selected columns, 2 for the others.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string column names.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from maxvol_kit import MaxVolFeatureSelector
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> MaxVolFeatureSelector(n_features_to_select=10).fit_transform(X).shape
+    (1797, 10)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_features_to_select": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="right"),
+            None,
+        ],
+        "method": [StrOptions({"fast", "maxvol", "rect"})],
+        "tol": [Interval(Real, 1, None, closed="left")],
+    }
+
+    def __init__(self, n_features_to_select=None, *, method="fast", tol=1.05):
+        self.n_features_to_select = n_features_to_select
+        self.method = method
+        self.tol = tol
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Select the columns.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self : MaxVolFeatureSelector
+        """
+        X = validate_data(self, X, dtype=_float_dtypes(X))
+        xp = get_backend(X).xp
+        d = X.shape[1]
+        wanted = self.n_features_to_select
+        k = (
+            max(1, d // 2)
+            if wanted is None
+            else _count(wanted, d, "n_features_to_select")
+        )
+        Xc = X - xp.mean(X, axis=0)
+        Z = _coordinates(Xc.T, None, None)  # rows: columns of X
+        if Z.shape[1] == 0:
+            sel = np.arange(k)
+        else:
+            sel = _to_numpy(_select(Z, k, self.method, self.tol).indices)
+        support = np.zeros(d, dtype=bool)
+        support[sel] = True
+        self.support_ = _like(support, X, xp.bool)
+        self.ranking_ = _like(np.where(support, 1, 2), X, xp.int64)
+        return self
+
+    def _get_support_mask(self):
+        check_is_fitted(self)
+        return _to_numpy(self.support_)
+
+    def transform(self, X):
+        """The selected columns of ``X``, on ``X``'s backend and device."""
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="support_", method="transform")
+        X = validate_data(self, X, dtype=None, reset=False, ensure_all_finite=False)
+        if not _is_foreign_array(X):
+            return super().transform(X)
+        columns = np.flatnonzero(self._get_support_mask())
+        return get_backend(X).xp.take(X, _like(columns, X), axis=1)
+
+    def inverse_transform(self, X):
+        """Put the kept columns back in place, zeros elsewhere (any backend)."""
+        if not _is_foreign_array(X):
+            return super().inverse_transform(X)
+        backend = get_backend(X)
+        support = self._get_support_mask()
+        out = backend.xp.zeros(
+            (X.shape[0], support.size), dtype=X.dtype, device=backend.device
+        )
+        for k, j in enumerate(np.flatnonzero(support).tolist()):
+            out[:, j] = X[:, k]
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        tags.array_api_support = True
+        return tags
+
+
+def _check_components(n_components, X):
+    n, d = X.shape
+    if n_components > min(n, d):
+        raise ValueError(
+            f"n_components ({n_components}) must be <= min(n_samples, n_features) "
+            f"(got n_samples = {n}, n_features = {d}); pass a smaller n_components."
+        )
+
+
+class RandomizedLowRank(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Low-rank features: the top principal coordinates by randomized SVD.
+
+    ``transform(X) = (X - mean_) @ components_.T``, with ``components_`` the
+    top right singular vectors of the centred training data (Halko et al.
+    2011). Works on NumPy and, under ``array_api_dispatch``, on torch and
+    CuPy arrays.
+
+    Parameters
+    ----------
+    n_components : int, default=2
+    n_oversamples : int, default=10
+    n_iter : int, default=4
+        Power iterations.
+    random_state : int, RandomState instance or None, default=None
+
+    Attributes
+    ----------
+    components_ : array of shape (n_components, n_features_in_)
+    singular_values_ : array of shape (n_components,)
+    mean_ : array of shape (n_features_in_,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string column names.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from maxvol_kit import RandomizedLowRank
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> RandomizedLowRank(n_components=8, random_state=0).fit_transform(X).shape
+    (1797, 8)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_oversamples": [Interval(Integral, 0, None, closed="left")],
+        "n_iter": [Interval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self, n_components=2, *, n_oversamples=10, n_iter=4, random_state=None
+    ):
+        self.n_components = n_components
+        self.n_oversamples = n_oversamples
+        self.n_iter = n_iter
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the principal directions of ``X``; ``y`` is ignored."""
+        X = validate_data(self, X, dtype=_float_dtypes(X))
+        _check_components(self.n_components, X)
+        xp = get_backend(X).xp
+        self.mean_ = xp.mean(X, axis=0)
+        _, s, Vt = randomized_svd(
+            X - self.mean_,
+            self.n_components,
+            n_oversamples=self.n_oversamples,
+            n_iter=self.n_iter,
+            random_state=_seed(self.random_state),
+        )
+        self.components_ = Vt
+        self.singular_values_ = s
+        self._n_features_out = self.n_components
+        return self
+
+    def transform(self, X):
+        """Principal coordinates of ``X``, shape (n_samples, n_components)."""
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="components_", method="transform")
+        X = validate_data(self, X, dtype=_float_dtypes(X), reset=False)
+        return (X - self.mean_) @ self.components_.T
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
+
+def _seed(random_state):
+    """A NumPy ``Generator`` seed from scikit-learn's ``random_state``."""
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(2**31)
+    return random_state
+
+
+class FrequentDirections(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
+    """Streaming low-rank sketch (Frequent Directions) with ``partial_fit``.
+
+    Keeps a sketch ``B`` of at most ``2 * sketch_size`` rows of the rows seen
+    so far, in ``O(sketch_size * n_features)`` memory whatever their number,
+    such that for every unit ``x`` and ``k < sketch_size``
+    ``0 <= ||X x||^2 - ||B x||^2 <= ||X - X_k||_F^2 / (sketch_size - k)``
+    (Liberty 2013; Ghashami et al. 2016). ``components_`` are the top right
+    singular vectors of ``B``; ``transform`` projects onto them (no
+    centring: the sketch is of ``X`` itself).
+
+    Parameters
+    ----------
+    sketch_size : int, default=32
+    n_components : int or None, default=None
+        Components kept; None means ``min(sketch_size, n_features)``.
+
+    Attributes
+    ----------
+    sketch_ : array of shape (m, n_features_in_), m <= 2 * sketch_size
+    components_ : array of shape (n_components_, n_features_in_)
+        Rows beyond the rank of the sketch are zero.
+    n_components_ : int
+    n_samples_seen_ : int
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string column names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import FrequentDirections
+    >>> X = np.random.default_rng(0).standard_normal((1000, 20))
+    >>> fd = FrequentDirections(sketch_size=8)
+    >>> for chunk in np.array_split(X, 10):
+    ...     fd = fd.partial_fit(chunk)
+    >>> fd.sketch_.shape[0] <= 16, fd.transform(X).shape
+    (True, (1000, 8))
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "sketch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, sketch_size=32, *, n_components=None):
+        self.sketch_size = sketch_size
+        self.n_components = n_components
+
+    def fit(self, X, y=None):
+        """Start a new sketch from the rows of ``X``; ``y`` is ignored."""
+        for attr in ("_sketch", "n_samples_seen_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        return self.partial_fit(X)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Stream more rows into the sketch; ``y`` is ignored."""
+        first = not hasattr(self, "_sketch")
+        X = validate_data(self, X, dtype=_float_dtypes(X), reset=first)
+        if first:
+            self._sketch = FrequentDirectionsSketch(self.sketch_size)
+            self.n_components_ = min(self.n_components or self.sketch_size, X.shape[1])
+            self.n_samples_seen_ = 0
+        self._sketch.update(X)
+        self.n_samples_seen_ += X.shape[0]
+        self._set_components()
+        return self
+
+    def _set_components(self):
+        B = self._sketch.sketch
+        xp = get_backend(B).xp
+        self.sketch_ = xp.asarray(B, copy=True)
+        _, _, Vt = xp.linalg.svd(B, full_matrices=False)
+        k = self.n_components_
+        comps = xp.zeros((k, B.shape[1]), dtype=B.dtype, device=get_backend(B).device)
+        m = min(k, Vt.shape[0])
+        comps[:m, :] = Vt[:m, :]
+        self.components_ = comps
+        self._n_features_out = k
+
+    def transform(self, X):
+        """Coordinates of ``X`` on the sketch's components."""
+        check_is_fitted(self)
+        check_same_namespace(X, self, attribute="components_", method="transform")
+        X = validate_data(self, X, dtype=_float_dtypes(X), reset=False)
+        return X @ self.components_.T
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags

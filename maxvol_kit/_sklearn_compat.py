@@ -1,0 +1,55 @@
+"""The scikit-learn names the estimators use, imported in one place.
+
+Private scikit-learn modules (parameter validation, ``validate_data``) move
+between releases; keeping the imports here means one file to adapt.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    MetaEstimatorMixin,
+    TransformerMixin,
+    _fit_context,
+    clone,
+)
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils import _safe_indexing, get_tags
+from sklearn.utils._array_api import check_same_namespace, get_namespace
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    indexable,
+    validate_data,
+)
+
+__all__ = [
+    "BaseEstimator",
+    "ClassNamePrefixFeaturesOutMixin",
+    "HasMethods",
+    "Integral",
+    "Interval",
+    "MetaEstimatorMixin",
+    "Real",
+    "SelectorMixin",
+    "StrOptions",
+    "TransformerMixin",
+    "_check_sample_weight",
+    "_fit_context",
+    "_safe_indexing",
+    "available_if",
+    "check_array",
+    "check_is_fitted",
+    "check_same_namespace",
+    "clone",
+    "get_namespace",
+    "get_tags",
+    "indexable",
+    "validate_data",
+]
