@@ -1,0 +1,355 @@
+"""scikit-learn estimators: the checks, oracles for what they select, pipelines."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import BaseEstimator, ClassifierMixin, clone  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from maxvol_kit import (  # noqa: E402
+    FrequentDirections,
+    MaxVolFeatureSelector,
+    MaxVolSampler,
+    RandomizedLowRank,
+    SubsetFitEstimator,
+    fast_maxvol,
+    maxvol,
+    rect_maxvol,
+)
+
+ESTIMATORS = [
+    MaxVolSampler(),
+    MaxVolSampler(stratify=True, weighting="coverage", method="maxvol"),
+    MaxVolSampler(features="lowrank", rank=3, method="rect", random_state=0),
+    SubsetFitEstimator(
+        MaxVolSampler(n_samples=0.5, stratify=True), LogisticRegression()
+    ),
+    MaxVolFeatureSelector(),
+    RandomizedLowRank(random_state=0),
+    FrequentDirections(sketch_size=4),
+]
+
+EXPECTED_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data": (
+        "the selection depends on which rows are present: MaxVol never selects two "
+        "copies of a row, so repeating rows is not the same as weighting them"
+    ),
+}
+
+
+def _expected_failures(estimator):
+    return EXPECTED_FAILURES if isinstance(estimator, SubsetFitEstimator) else {}
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failures)
+def test_scikit_learn_checks(estimator, check):
+    check(estimator)
+
+
+def _digits():
+    X, y = load_digits(return_X_y=True)
+    return X, y
+
+
+def principal_coordinates(X):
+    U, s, _ = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
+    r = int(np.sum(s > max(X.shape) * np.finfo(float).eps * s[0]))
+    return U[:, :r] * s[:r]
+
+
+# MaxVolSampler ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "run"), [("fast", fast_maxvol), ("maxvol", maxvol)])
+@pytest.mark.parametrize("K", [5, 20, 40])
+def test_sampler_selects_the_maxvol_rows_of_the_principal_coordinates(method, run, K):
+    X, _ = _digits()
+    Z = principal_coordinates(X)
+    expected = np.sort(run(Z[:, :K]).indices)
+    sampler = MaxVolSampler(n_samples=K, method=method).fit(X)
+    np.testing.assert_array_equal(sampler.sample_indices_, expected)
+    assert sampler.support_.sum() == K and sampler.support_[expected].all()
+    assert sampler.sample_weight_ is None and sampler.n_features_in_ == 64
+
+
+def test_sampler_beyond_the_rank_uses_rectangular_maxvol():
+    X, _ = _digits()
+    Z = principal_coordinates(X)  # rank 61: three pixel columns are constant
+    sampler = MaxVolSampler(n_samples=100).fit(X)
+    np.testing.assert_array_equal(
+        sampler.sample_indices_, np.sort(rect_maxvol(Z, n_rows=100).indices)
+    )
+
+
+def test_sampler_fraction_and_resample():
+    X, y = _digits()
+    sampler = MaxVolSampler(n_samples=0.05)
+    X_res, y_res = sampler.fit_resample(X, y)
+    K = round(0.05 * X.shape[0])
+    assert X_res.shape == (K, 64)
+    np.testing.assert_array_equal(X_res, X[sampler.sample_indices_])
+    np.testing.assert_array_equal(y_res, y[sampler.sample_indices_])
+    X_only = MaxVolSampler(n_samples=0.05).fit_resample(X)
+    np.testing.assert_array_equal(X_only, X_res)
+
+
+def test_sampler_stratified_counts_follow_the_class_sizes():
+    X, y = _digits()
+    sampler = MaxVolSampler(n_samples=100, stratify=True).fit(X, y)
+    counts = np.bincount(y[sampler.sample_indices_], minlength=10)
+    share = 100 * np.bincount(y) / len(y)
+    assert counts.sum() == 100
+    assert np.all(np.abs(counts - share) < 1)
+    # within each class: MaxVol on that class's centred coordinates
+    for c in range(10):
+        rows = np.flatnonzero(y == c)
+        k = counts[c]
+        expected = rows[fast_maxvol(principal_coordinates(X[rows])[:, :k]).indices]
+        assert set(sampler.sample_indices_[y[sampler.sample_indices_] == c]) == set(
+            expected
+        )
+
+
+def test_sampler_gives_every_class_a_row_when_the_budget_allows():
+    X, y = _digits()
+    sampler = MaxVolSampler(n_samples=12, stratify=True).fit(X, y)
+    assert set(y[sampler.sample_indices_]) == set(range(10))
+
+
+def test_sampler_coverage_weights():
+    X, _ = _digits()
+    sampler = MaxVolSampler(n_samples=30, weighting="coverage").fit(X)
+    w = sampler.sample_weight_
+    assert w.shape == (30,) and np.all(w >= 1)  # each covers at least itself
+    assert w.sum() == X.shape[0]
+
+
+def test_sampler_errors():
+    X, y = _digits()
+    with pytest.raises(ValueError, match=r"n_samples \(5000\) is larger than the 1797"):
+        MaxVolSampler(n_samples=5000).fit(X)
+    with pytest.raises(ValueError, match="stratify=True requires y to be passed"):
+        MaxVolSampler(stratify=True).fit(X)
+    with pytest.raises(ValueError, match="y has 3 entries but X has 1797 rows"):
+        MaxVolSampler(stratify=True).fit(X, y[:3])
+    with pytest.raises(ValueError, match="'method' parameter of MaxVolSampler"):
+        MaxVolSampler(method="qr").fit(X)
+
+
+def test_sampler_on_constant_rows():
+    X = np.ones((20, 3))
+    sampler = MaxVolSampler(n_samples=4).fit(X)
+    np.testing.assert_array_equal(sampler.sample_indices_, np.arange(4))
+
+
+def test_sampler_in_an_imbalanced_learn_pipeline():
+    imblearn_pipeline = pytest.importorskip("imblearn.pipeline")
+    X, y = _digits()
+    pipe = imblearn_pipeline.make_pipeline(
+        MaxVolSampler(n_samples=200, stratify=True), LogisticRegression(max_iter=3000)
+    ).fit(X, y)
+    direct = LogisticRegression(max_iter=3000).fit(
+        *MaxVolSampler(n_samples=200, stratify=True).fit_resample(X, y)
+    )
+    np.testing.assert_array_equal(pipe.predict(X), direct.predict(X))
+
+
+# SubsetFitEstimator ---------------------------------------------------------------
+
+
+class _Recorder(ClassifierMixin, BaseEstimator):
+    """Remembers what fit received (to check the routing)."""
+
+    def fit(self, X, y, sample_weight=None):
+        self.X_, self.sample_weight_ = np.asarray(X), sample_weight
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+def test_subset_fit_fits_the_estimator_on_the_selected_rows():
+    X, y = _digits()
+    model = SubsetFitEstimator(
+        MaxVolSampler(n_samples=150, stratify=True), LogisticRegression(max_iter=3000)
+    ).fit(X, y)
+    idx = model.selector_.sample_indices_
+    direct = LogisticRegression(max_iter=3000).fit(X[idx], y[idx])
+    np.testing.assert_allclose(model.predict_proba(X), direct.predict_proba(X))
+    np.testing.assert_array_equal(model.classes_, np.arange(10))
+    assert model.score(X, y) == pytest.approx(direct.score(X, y))
+    np.testing.assert_allclose(model.decision_function(X), direct.decision_function(X))
+
+
+def test_subset_fit_routes_weights():
+    X, y = _digits()
+    sw = np.arange(len(y), dtype=float) + 1
+    plain = SubsetFitEstimator(MaxVolSampler(n_samples=50), _Recorder()).fit(X, y)
+    assert plain.estimator_.sample_weight_ is None
+    routed = SubsetFitEstimator(MaxVolSampler(n_samples=50), _Recorder()).fit(
+        X, y, sample_weight=sw
+    )
+    idx = routed.selector_.sample_indices_
+    np.testing.assert_array_equal(routed.estimator_.sample_weight_, sw[idx])
+    both = SubsetFitEstimator(
+        MaxVolSampler(n_samples=50, weighting="coverage"), _Recorder(), use_weights=True
+    ).fit(X, y, sample_weight=sw)
+    expected = both.selector_.sample_weight_ * sw[both.selector_.sample_indices_]
+    np.testing.assert_allclose(both.estimator_.sample_weight_, expected)
+
+
+def test_subset_fit_in_a_pipeline_with_grid_search_and_clone():
+    X, y = _digits()
+    pipe = make_pipeline(
+        StandardScaler(),
+        SubsetFitEstimator(
+            MaxVolSampler(stratify=True), LogisticRegression(max_iter=2000)
+        ),
+    )
+    search = GridSearchCV(
+        pipe, {"subsetfitestimator__selector__n_samples": [0.05, 0.2]}, cv=3
+    ).fit(X, y)
+    assert search.best_params_["subsetfitestimator__selector__n_samples"] in (0.05, 0.2)
+    assert search.score(X, y) > 0.8
+    cloned = clone(pipe)
+    assert not hasattr(cloned[-1], "estimator_")
+
+
+def test_subset_fit_hides_methods_the_estimator_lacks():
+    model = SubsetFitEstimator(MaxVolSampler(), _Recorder())
+    assert not hasattr(model, "predict_proba")
+    assert hasattr(model, "predict")
+
+
+# MaxVolFeatureSelector -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [5, 16, 32])
+def test_feature_selector_picks_maxvol_columns_of_the_loadings(k):
+    X, _ = _digits()
+    Xc = X - X.mean(axis=0)
+    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    r = int(np.sum(s > max(X.shape) * np.finfo(float).eps * s[0]))
+    loadings = Vt[:r].T * s[:r]
+    expected = np.sort(fast_maxvol(loadings[:, :k]).indices)
+    selector = MaxVolFeatureSelector(n_features_to_select=k).fit(X)
+    np.testing.assert_array_equal(np.flatnonzero(selector.get_support()), expected)
+    np.testing.assert_array_equal(selector.transform(X), X[:, expected])
+    names = selector.get_feature_names_out()
+    assert list(names) == [f"x{j}" for j in expected]
+
+
+def test_feature_selector_never_keeps_constant_columns_needlessly():
+    X, _ = _digits()
+    constant = np.flatnonzero(X.std(axis=0) == 0)
+    selector = MaxVolFeatureSelector(n_features_to_select=20).fit(X)
+    assert not selector.get_support()[constant].any()
+
+
+# RandomizedLowRank and FrequentDirections -----------------------------------------
+
+
+def test_randomized_low_rank_equals_pca_up_to_sign():
+    X, _ = _digits()
+    ours = RandomizedLowRank(6, n_oversamples=30, n_iter=8, random_state=0).fit(X)
+    pca = PCA(n_components=6, svd_solver="full").fit(X)
+    np.testing.assert_allclose(
+        np.abs(ours.components_ @ pca.components_.T), np.eye(6), atol=1e-6
+    )
+    Z, P = ours.transform(X), pca.transform(X)
+    np.testing.assert_allclose(np.abs(Z), np.abs(P), atol=1e-6 * np.abs(P).max())
+    assert list(ours.get_feature_names_out()) == [
+        f"randomizedlowrank{i}" for i in range(6)
+    ]
+
+
+@settings(max_examples=20)
+@given(
+    n=st.integers(1, 200),
+    d=st.integers(1, 20),
+    ell=st.integers(1, 10),
+    chunks=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_frequent_directions_estimator_guarantee(n, d, ell, chunks, seed):
+    X = np.random.default_rng(seed).standard_normal((n, d)) * np.exp(-np.arange(d) / 3)
+    fd = FrequentDirections(sketch_size=ell)
+    for part in np.array_split(X, min(chunks, n)):
+        fd.partial_fit(part)
+    B = fd.sketch_
+    assert B.shape[0] <= 2 * ell and fd.n_samples_seen_ == n
+    gap = np.linalg.eigvalsh(X.T @ X - B.T @ B)
+    scale = max(1.0, np.linalg.norm(X) ** 2)
+    assert gap.min() >= -1e-9 * scale
+    sq = np.linalg.svd(X, compute_uv=False) ** 2
+    assert all(gap.max() <= sq[k:].sum() / (ell - k) + 1e-9 * scale for k in range(ell))
+
+
+def test_frequent_directions_fit_restarts_and_components_are_orthonormal():
+    X = np.random.default_rng(0).standard_normal((300, 12))
+    fd = FrequentDirections(sketch_size=5).fit(X)
+    fd.fit(X[:10])
+    assert fd.n_samples_seen_ == 10
+    fd.fit(X)
+    C = fd.components_
+    np.testing.assert_allclose(C @ C.T, np.eye(5), atol=1e-12)
+    assert fd.transform(X).shape == (300, 5)
+    with pytest.raises(ValueError, match="X has 11 features"):
+        fd.partial_fit(X[:, :11])
+
+
+# Array-API dispatch: torch in, torch out --------------------------------------------
+
+_DISPATCH_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, sklearn, torch
+    from sklearn.datasets import load_digits
+    from maxvol_kit import (MaxVolSampler, MaxVolFeatureSelector, RandomizedLowRank,
+                            FrequentDirections)
+    X_np, y_np = load_digits(return_X_y=True)
+    X = torch.asarray(X_np)
+    with sklearn.config_context(array_api_dispatch=True):
+        s = MaxVolSampler(n_samples=30).fit(X)
+        ref = MaxVolSampler(n_samples=30).fit(X_np)
+        assert isinstance(s.sample_indices_, torch.Tensor)
+        assert np.array_equal(s.sample_indices_.numpy(), ref.sample_indices_)
+        Xr = s.fit_resample(X)
+        assert isinstance(Xr, torch.Tensor) and Xr.shape == (30, 64)
+        f = MaxVolFeatureSelector(n_features_to_select=8).fit(X)
+        assert isinstance(f.transform(X), torch.Tensor)
+        for est in (RandomizedLowRank(4, random_state=0), FrequentDirections(4)):
+            out = est.fit(X).transform(X)
+            assert isinstance(out, torch.Tensor) and out.shape == (1797, 4)
+    print("ok")
+    """
+)
+
+
+def test_array_api_dispatch_keeps_torch_tensors():
+    pytest.importorskip("torch")
+    env = dict(os.environ, SCIPY_ARRAY_API="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _DISPATCH_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().endswith("ok")
