@@ -16,6 +16,7 @@ coordinates; ``K > r`` rows need rectangular MaxVol.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import array_api_compat
@@ -44,6 +45,7 @@ from maxvol_kit._sklearn_compat import (
     check_is_fitted,
     check_same_namespace,
     clone,
+    column_or_1d,
     get_namespace,
     get_tags,
     indexable,
@@ -99,7 +101,7 @@ def _count(value, total, name):
 
 
 def _coordinates(F, rank, random_state):
-    """Principal coordinates ``U_r S_r`` of ``F`` at its numerical rank.
+    """Principal coordinates ``U_r S_r`` of ``F`` above roundoff.
 
     ``rank`` None: exact thin SVD; an int: randomized SVD of that rank.
     """
@@ -108,8 +110,9 @@ def _coordinates(F, rank, random_state):
         U, s, _ = xp.linalg.svd(F, full_matrices=False)
     else:
         U, s, _ = randomized_svd(F, min(rank, *F.shape), random_state=random_state)
-    eps = float(xp.finfo(F.dtype).eps)
-    floor = max(F.shape) * eps * float(s[0]) if s.shape[0] else 0.0
+    # Directions below sqrt(eps) of the largest carry nothing a selection can
+    # use, and dropping them keeps the greedy pivots clear of roundoff.
+    floor = math.sqrt(float(xp.finfo(F.dtype).eps)) * float(s[0]) if s.shape[0] else 0.0
     r = int(xp.sum(xp.astype(s > floor, xp.int64)))
     return U[:, :r] * s[:r]
 
@@ -117,13 +120,54 @@ def _coordinates(F, rank, random_state):
 def _select(Z, K, method, tol):
     """``K`` rows of the coordinates ``Z`` (n, r) by MaxVol; a MaxVolResult.
 
-    Square MaxVol on the first ``K`` coordinates when ``K <= r``, else
-    rectangular MaxVol (which starts from the greedy-volume rows).
+    ``K <= r``: ``fast`` takes the first ``K`` greedy-volume rows of ``Z``
+    (rank-revealing :func:`fast_maxvol`), ``maxvol`` and ``rect`` run on the
+    first ``K`` principal coordinates. ``K > r``: rectangular MaxVol (which
+    starts from the greedy-volume rows).
     """
     r = Z.shape[1]
-    if method == "rect" or K > r:
-        return rect_maxvol(Z if K >= r else Z[:, :K], n_rows=K)
-    return _SQUARE[method](Z[:, :K], tol=tol)
+    if K > r:
+        return rect_maxvol(Z, n_rows=K)
+    if method == "fast":
+        return fast_maxvol(Z, rank=K, tol=tol)
+    if method == "rect":
+        return rect_maxvol(Z[:, :K], n_rows=K)
+    return maxvol(Z[:, :K], tol=tol)
+
+
+def _random_fourier(F, n_components, rng):
+    """Random Fourier features of the Gaussian kernel (Rahimi & Recht, 2007).
+
+    ``phi(x) = sqrt(2 / D) cos(W^T x + b)`` with ``W ~ N(0, 2 / h^2)`` and the
+    bandwidth ``h^2`` the median squared distance between rows (of a sample
+    of at most 500), so that ``phi(x) . phi(y) ~ exp(-||x - y||^2 / h^2)``.
+    """
+    backend = get_backend(F)
+    xp = backend.xp
+    n, d = F.shape
+    sample = xp.take(
+        F, backend.indices(rng.choice(n, min(n, 500), replace=False)), axis=0
+    )
+    sq = xp.sum(sample * sample, axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (sample @ sample.T)
+    positive = backend.ops.to_host(d2)[backend.ops.to_host(d2) > 1e-12]
+    h2 = float(np.median(positive)) if positive.size else 1.0
+    W = backend.asarray(
+        rng.standard_normal((d, n_components)) * np.sqrt(2.0 / h2), F.dtype
+    )
+    b = backend.asarray(rng.uniform(0.0, 2.0 * np.pi, n_components), F.dtype)
+    return math.sqrt(2.0 / n_components) * xp.cos(F @ W + b)
+
+
+def _typicality(Z, alpha):
+    """Row weights ``exp(-alpha * m_i)`` that shrink atypical rows.
+
+    ``m_i`` is the mean squared whitened coordinate of row ``i``: its squared
+    Mahalanobis distance from the mean, over the rank ``r``.
+    """
+    xp = get_backend(Z).xp
+    whitened = Z / xp.std(Z, axis=0)
+    return xp.exp(-alpha * xp.mean(whitened * whitened, axis=1))
 
 
 def _coverage(result, n):
@@ -214,8 +258,10 @@ class MaxVolSampler(BaseEstimator):
             Interval(Real, 0, 1, closed="right"),
         ],
         "method": [StrOptions({"fast", "maxvol", "rect"})],
-        "features": [StrOptions({"centered", "raw", "lowrank"})],
+        "features": [StrOptions({"kernel", "centered", "raw", "lowrank"})],
+        "typicality": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "stratify": ["boolean"],
         "weighting": [StrOptions({"coverage"}), None],
         "tol": [Interval(Real, 1, None, closed="left")],
@@ -227,8 +273,10 @@ class MaxVolSampler(BaseEstimator):
         n_samples=0.1,
         *,
         method="fast",
-        features="centered",
+        features="kernel",
+        typicality=1.0,
         rank=None,
+        n_components=None,
         stratify=False,
         weighting=None,
         tol=1.05,
@@ -237,7 +285,9 @@ class MaxVolSampler(BaseEstimator):
         self.n_samples = n_samples
         self.method = method
         self.features = features
+        self.typicality = typicality
         self.rank = rank
+        self.n_components = n_components
         self.stratify = stratify
         self.weighting = weighting
         self.tol = tol
@@ -263,10 +313,11 @@ class MaxVolSampler(BaseEstimator):
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
         alloc = _allocate([g.size for g in groups], K)
+        rng = np.random.default_rng(_seed(self.random_state))
         picked, weights = [], []
         for rows, k in zip(groups, alloc, strict=True):
             if k:
-                sel, w = self._select_group(_take_rows(X, rows), k)
+                sel, w = self._select_group(_take_rows(X, rows), k, rng)
                 picked.append(rows[sel])
                 weights.append(w)
         order = np.argsort(np.concatenate(picked), kind="stable")
@@ -293,21 +344,35 @@ class MaxVolSampler(BaseEstimator):
                 "stratify=False."
             )
         y = check_array(_to_numpy(y), ensure_2d=False, dtype=None, input_name="y")
+        y = column_or_1d(y, warn=True)
         if y.shape[0] != n:
             raise ValueError(f"y has {y.shape[0]} entries but X has {n} rows.")
         return [np.flatnonzero(y == c) for c in np.unique(y)]
 
-    def _select_group(self, X, k):
+    def _select_group(self, X, k, rng):
         """``k`` rows of ``X`` (local indices) and their coverage weights."""
         xp = get_backend(X).xp
         F = X if self.features == "raw" else X - xp.mean(X, axis=0)
         rank = None
         if self.features == "lowrank":
             rank = self.rank or min(k, X.shape[1])
-        Z = _coordinates(F, rank, self.random_state)
+        Z = _coordinates(F, rank, rng)
         if Z.shape[1] == 0:  # constant rows: any selection is as good
             return np.arange(k), np.full(k, X.shape[0] / k)
-        result = _select(Z, k, self.method, self.tol)
+        A = Z
+        if self.features == "kernel":
+            D = self.n_components or min(max(2 * k, 64), 1024)
+            A = _random_fourier(F, D, rng)
+        if self.typicality:
+            A = A * _typicality(Z, self.typicality)[:, None]
+        if self.features == "kernel" and self.method != "fast":
+            A = _coordinates(A, None, None)  # principal coordinates for the others
+        try:
+            result = _select(A, k, self.method, self.tol)
+        except ValueError:
+            # Only kernel features skip the rank check of _coordinates: repeated
+            # rows leave fewer than k independent ones.
+            result = _select(_coordinates(A, None, None), k, self.method, self.tol)
         sel = _to_numpy(result.indices)
         return sel, _coverage(result, X.shape[0]) if self.weighting else None
 

@@ -25,6 +25,7 @@ from sklearn.utils.validation import (
     _check_sample_weight,
     check_array,
     check_is_fitted,
+    column_or_1d,
     indexable,
     validate_data,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "check_is_fitted",
     "check_same_namespace",
     "clone",
+    "column_or_1d",
     "get_namespace",
     "get_tags",
     "indexable",

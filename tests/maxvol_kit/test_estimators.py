@@ -33,11 +33,12 @@ from maxvol_kit import (  # noqa: E402
 )
 
 ESTIMATORS = [
-    MaxVolSampler(),
-    MaxVolSampler(stratify=True, weighting="coverage", method="maxvol"),
+    MaxVolSampler(random_state=0),
+    MaxVolSampler(stratify=True, weighting="coverage", method="maxvol", random_state=0),
     MaxVolSampler(features="lowrank", rank=3, method="rect", random_state=0),
     SubsetFitEstimator(
-        MaxVolSampler(n_samples=0.5, stratify=True), LogisticRegression()
+        MaxVolSampler(n_samples=0.5, stratify=True, random_state=0),
+        LogisticRegression(),
     ),
     MaxVolFeatureSelector(),
     RandomizedLowRank(random_state=0),
@@ -68,20 +69,30 @@ def _digits():
 
 def principal_coordinates(X):
     U, s, _ = np.linalg.svd(X - X.mean(axis=0), full_matrices=False)
-    r = int(np.sum(s > max(X.shape) * np.finfo(float).eps * s[0]))
+    r = int(np.sum(s > np.sqrt(np.finfo(float).eps) * s[0]))
     return U[:, :r] * s[:r]
 
 
 # MaxVolSampler ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "run"), [("fast", fast_maxvol), ("maxvol", maxvol)])
+PLAIN = {"features": "centered", "typicality": 0.0}  # pure volume, no weighting
+
+
+@pytest.mark.parametrize(
+    ("method", "run"),
+    [
+        ("fast", lambda Z, K: fast_maxvol(Z, rank=K)),
+        ("maxvol", lambda Z, K: maxvol(Z[:, :K])),
+        ("rect", lambda Z, K: rect_maxvol(Z[:, :K], n_rows=K)),
+    ],
+)
 @pytest.mark.parametrize("K", [5, 20, 40])
 def test_sampler_selects_the_maxvol_rows_of_the_principal_coordinates(method, run, K):
     X, _ = _digits()
     Z = principal_coordinates(X)
-    expected = np.sort(run(Z[:, :K]).indices)
-    sampler = MaxVolSampler(n_samples=K, method=method).fit(X)
+    expected = np.sort(run(Z, K).indices)
+    sampler = MaxVolSampler(n_samples=K, method=method, **PLAIN).fit(X)
     np.testing.assert_array_equal(sampler.sample_indices_, expected)
     assert sampler.support_.sum() == K and sampler.support_[expected].all()
     assert sampler.sample_weight_ is None and sampler.n_features_in_ == 64
@@ -90,27 +101,62 @@ def test_sampler_selects_the_maxvol_rows_of_the_principal_coordinates(method, ru
 def test_sampler_beyond_the_rank_uses_rectangular_maxvol():
     X, _ = _digits()
     Z = principal_coordinates(X)  # rank 61: three pixel columns are constant
-    sampler = MaxVolSampler(n_samples=100).fit(X)
+    sampler = MaxVolSampler(n_samples=100, **PLAIN).fit(X)
     np.testing.assert_array_equal(
         sampler.sample_indices_, np.sort(rect_maxvol(Z, n_rows=100).indices)
     )
 
 
+def test_typicality_scales_rows_by_their_mahalanobis_distance():
+    X, _ = _digits()
+    Z = principal_coordinates(X)
+    m = np.mean((Z / Z.std(axis=0)) ** 2, axis=1)
+    for alpha in (0.5, 2.0):
+        expected = fast_maxvol(np.exp(-alpha * m)[:, None] * Z, rank=30).indices
+        sampler = MaxVolSampler(30, features="centered", typicality=alpha).fit(X)
+        np.testing.assert_array_equal(sampler.sample_indices_, np.sort(expected))
+
+
+def test_default_keeps_away_from_outliers_that_plain_volume_picks():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 5))
+    X[:5] *= 12  # five far outliers
+    plain = MaxVolSampler(10, **PLAIN).fit(X).sample_indices_
+    default = MaxVolSampler(10, random_state=0).fit(X).sample_indices_
+    assert np.isin(np.arange(5), plain).sum() >= 4
+    assert np.isin(np.arange(5), default).sum() == 0
+
+
+def test_kernel_features_follow_the_random_state():
+    X, y = _digits()
+    a = MaxVolSampler(40, stratify=True, random_state=3).fit(X, y).sample_indices_
+    b = MaxVolSampler(40, stratify=True, random_state=3).fit(X, y).sample_indices_
+    c = MaxVolSampler(40, stratify=True, random_state=4).fit(X, y).sample_indices_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_sampler_with_repeated_rows_still_selects_distinct_indices():
+    X = np.vstack([np.random.default_rng(1).standard_normal((10, 3))] * 5)
+    idx = MaxVolSampler(20, random_state=0).fit(X).sample_indices_
+    assert np.unique(idx).size == 20
+
+
 def test_sampler_fraction_and_resample():
     X, y = _digits()
-    sampler = MaxVolSampler(n_samples=0.05)
+    sampler = MaxVolSampler(n_samples=0.05, random_state=0)
     X_res, y_res = sampler.fit_resample(X, y)
     K = round(0.05 * X.shape[0])
     assert X_res.shape == (K, 64)
     np.testing.assert_array_equal(X_res, X[sampler.sample_indices_])
     np.testing.assert_array_equal(y_res, y[sampler.sample_indices_])
-    X_only = MaxVolSampler(n_samples=0.05).fit_resample(X)
+    X_only = MaxVolSampler(n_samples=0.05, random_state=0).fit_resample(X)
     np.testing.assert_array_equal(X_only, X_res)
 
 
 def test_sampler_stratified_counts_follow_the_class_sizes():
     X, y = _digits()
-    sampler = MaxVolSampler(n_samples=100, stratify=True).fit(X, y)
+    sampler = MaxVolSampler(n_samples=100, stratify=True, **PLAIN).fit(X, y)
     counts = np.bincount(y[sampler.sample_indices_], minlength=10)
     share = 100 * np.bincount(y) / len(y)
     assert counts.sum() == 100
@@ -119,7 +165,7 @@ def test_sampler_stratified_counts_follow_the_class_sizes():
     for c in range(10):
         rows = np.flatnonzero(y == c)
         k = counts[c]
-        expected = rows[fast_maxvol(principal_coordinates(X[rows])[:, :k]).indices]
+        expected = rows[fast_maxvol(principal_coordinates(X[rows]), rank=k).indices]
         assert set(sampler.sample_indices_[y[sampler.sample_indices_] == c]) == set(
             expected
         )
@@ -160,12 +206,11 @@ def test_sampler_on_constant_rows():
 def test_sampler_in_an_imbalanced_learn_pipeline():
     imblearn_pipeline = pytest.importorskip("imblearn.pipeline")
     X, y = _digits()
+    sampler = MaxVolSampler(n_samples=200, stratify=True, random_state=0)
     pipe = imblearn_pipeline.make_pipeline(
-        MaxVolSampler(n_samples=200, stratify=True), LogisticRegression(max_iter=3000)
+        sampler, LogisticRegression(max_iter=3000)
     ).fit(X, y)
-    direct = LogisticRegression(max_iter=3000).fit(
-        *MaxVolSampler(n_samples=200, stratify=True).fit_resample(X, y)
-    )
+    direct = LogisticRegression(max_iter=3000).fit(*clone(sampler).fit_resample(X, y))
     np.testing.assert_array_equal(pipe.predict(X), direct.predict(X))
 
 
@@ -245,9 +290,9 @@ def test_feature_selector_picks_maxvol_columns_of_the_loadings(k):
     X, _ = _digits()
     Xc = X - X.mean(axis=0)
     _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
-    r = int(np.sum(s > max(X.shape) * np.finfo(float).eps * s[0]))
+    r = int(np.sum(s > np.sqrt(np.finfo(float).eps) * s[0]))
     loadings = Vt[:r].T * s[:r]
-    expected = np.sort(fast_maxvol(loadings[:, :k]).indices)
+    expected = np.sort(fast_maxvol(loadings, rank=k).indices)
     selector = MaxVolFeatureSelector(n_features_to_select=k).fit(X)
     np.testing.assert_array_equal(np.flatnonzero(selector.get_support()), expected)
     np.testing.assert_array_equal(selector.transform(X), X[:, expected])
@@ -325,8 +370,8 @@ _DISPATCH_SCRIPT = textwrap.dedent(
     X_np, y_np = load_digits(return_X_y=True)
     X = torch.asarray(X_np)
     with sklearn.config_context(array_api_dispatch=True):
-        s = MaxVolSampler(n_samples=30).fit(X)
-        ref = MaxVolSampler(n_samples=30).fit(X_np)
+        s = MaxVolSampler(n_samples=30, random_state=0).fit(X)
+        ref = MaxVolSampler(n_samples=30, random_state=0).fit(X_np)
         assert isinstance(s.sample_indices_, torch.Tensor)
         assert np.array_equal(s.sample_indices_.numpy(), ref.sample_indices_)
         Xr = s.fit_resample(X)
