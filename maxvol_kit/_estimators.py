@@ -210,12 +210,24 @@ class MaxVolSampler(BaseEstimator):
         ``fast``: greedy volume + swaps (:func:`fast_maxvol`); ``maxvol``:
         LU start + swaps; ``rect``: rectangular MaxVol. Selections larger than
         the rank always use rectangular MaxVol.
-    features : {"centered", "raw", "lowrank"}, default="centered"
-        The coordinates MaxVol runs on: principal coordinates of the centred
-        data, of the raw data, or of a randomized SVD of rank ``rank``.
+    features : {"auto", "kernel", "centered", "raw", "lowrank"}, default="auto"
+        The space MaxVol measures volume in. ``kernel``: random Fourier
+        features of the Gaussian kernel (volume = diversity between rows);
+        ``centered`` / ``raw``: principal coordinates of the centred or raw
+        data; ``lowrank``: of a randomized SVD of rank ``rank``. ``auto``:
+        ``kernel`` when a group selects at most as many rows as there are
+        features, else ``centered`` (rectangular MaxVol then spreads the rows
+        over the data); the choice the coreset benchmark supports.
+    typicality : float, default=1.0
+        Scale each row by ``exp(-typicality * m_i)``, ``m_i`` its squared
+        Mahalanobis distance over the rank, so atypical rows count less;
+        0 is plain maximum volume (which favours extremes).
     rank : int or None, default=None
         Rank of the ``lowrank`` features (default: the number of rows
         selected, at most the number of features).
+    n_components : int or None, default=None
+        Number of random Fourier features (default ``min(max(2 K, 64),
+        1024)`` for ``K`` rows).
     stratify : bool, default=False
         Select within each class of ``y`` in proportion to its size (every
         class gets a row when ``n_samples`` allows); features are centred per
@@ -258,7 +270,7 @@ class MaxVolSampler(BaseEstimator):
             Interval(Real, 0, 1, closed="right"),
         ],
         "method": [StrOptions({"fast", "maxvol", "rect"})],
-        "features": [StrOptions({"kernel", "centered", "raw", "lowrank"})],
+        "features": [StrOptions({"auto", "kernel", "centered", "raw", "lowrank"})],
         "typicality": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
@@ -273,7 +285,7 @@ class MaxVolSampler(BaseEstimator):
         n_samples=0.1,
         *,
         method="fast",
-        features="kernel",
+        features="auto",
         typicality=1.0,
         rank=None,
         n_components=None,
@@ -359,13 +371,16 @@ class MaxVolSampler(BaseEstimator):
         Z = _coordinates(F, rank, rng)
         if Z.shape[1] == 0:  # constant rows: any selection is as good
             return np.arange(k), np.full(k, X.shape[0] / k)
+        kind = self.features
+        if kind == "auto":
+            kind = "kernel" if k <= X.shape[1] else "centered"
         A = Z
-        if self.features == "kernel":
+        if kind == "kernel":
             D = self.n_components or min(max(2 * k, 64), 1024)
             A = _random_fourier(F, D, rng)
         if self.typicality:
             A = A * _typicality(Z, self.typicality)[:, None]
-        if self.features == "kernel" and self.method != "fast":
+        if kind == "kernel" and self.method != "fast":
             A = _coordinates(A, None, None)  # principal coordinates for the others
         try:
             result = _select(A, k, self.method, self.tol)

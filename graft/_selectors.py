@@ -1,0 +1,187 @@
+"""Selectors: which samples of a batch get a backward pass, with what weight.
+
+Every selector has one method, ``select(model, inputs, targets, generator)``,
+that returns a :class:`Selection` of local indices into the batch and their
+weights. :class:`RandomSelector` is the baseline; :class:`GraftSelector` is
+GRAFT: low-rank sample coordinates, Fast MaxVol pick order, and the
+gradient-aware rank (``graft._rank``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from graft._features import last_layer_gradients, penultimate
+from graft._rank import choose_rank, prefix_residuals, subset_weights
+from maxvol_kit import fast_maxvol
+
+__all__ = ["GraftSelector", "RandomSelector", "Selection"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Local indices into a batch, their loss weights, and the rank used."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+    rank: int
+
+
+def _check_fraction(fraction, name="fraction"):
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise TypeError(
+            f"{name} must be a number in (0, 1], got {type(fraction).__name__}."
+        )
+    if not 0 < fraction <= 1:
+        raise ValueError(f"{name} ({fraction}) must be in (0, 1]; e.g. {name}=0.3.")
+    return float(fraction)
+
+
+def _budget(fraction, batch):
+    """At most ``fraction`` of the batch (rounded down), at least one sample."""
+    return max(1, min(batch, math.floor(fraction * batch + 1e-9)))
+
+
+class RandomSelector:
+    """A uniformly random share ``fraction`` of each batch, weight 1.
+
+    Parameters
+    ----------
+    fraction : float in (0, 1]
+    """
+
+    name = "random"
+
+    def __init__(self, fraction):
+        self.fraction = _check_fraction(fraction)
+
+    def select(self, model, inputs, targets, generator):
+        """Pick ``round(fraction * len(batch))`` samples uniformly at random."""
+        k = _budget(self.fraction, len(targets))
+        order = torch.randperm(len(targets), generator=generator)[:k]
+        weights = torch.ones(k, dtype=torch.float32)
+        return Selection(order.to(targets.device), weights.to(targets.device), k)
+
+
+class GraftSelector:
+    """GRAFT: Fast MaxVol on low-rank batch coordinates, gradient-aware rank.
+
+    For each batch: per-sample features (the embedding that enters the final
+    ``nn.Linear``, the closed-form last-layer gradient, both, or a callable);
+    their top-``k_max`` principal coordinates; the Fast MaxVol pick order;
+    then the smallest prefix whose least-squares gradient combination is
+    within ``eps`` of the batch mean gradient (relative residual), between
+    ``min_fraction`` and ``fraction`` of the batch.
+
+    Parameters
+    ----------
+    fraction : float in (0, 1]
+        Budget: at most this share of each batch.
+    eps : float, default=0.1
+        Relative gradient residual to reach.
+    min_fraction : float or None, default=None
+        At least this share of each batch; None means ``fraction / 2``.
+    features : {"embedding", "gradient", "mixed"} or callable, default="embedding"
+        What the sample coordinates come from; a callable
+        ``f(model, inputs, targets) -> Tensor (n, d)`` replaces them.
+    coordinates : {"us", "u"}, default="us"
+        Principal coordinates scaled by the singular values, or not.
+    weighted : bool, default=True
+        Non-negative least-squares weights (mean 1); else weight 1.
+    layer : str or None
+        Name of the final ``nn.Linear`` (default: the last one).
+    """
+
+    name = "graft"
+
+    def __init__(
+        self,
+        fraction,
+        *,
+        eps=0.1,
+        min_fraction=None,
+        features="embedding",
+        coordinates="us",
+        weighted=True,
+        layer=None,
+    ):
+        self.fraction = _check_fraction(fraction)
+        self.min_fraction = _check_fraction(
+            min_fraction if min_fraction is not None else fraction / 2, "min_fraction"
+        )
+        if self.min_fraction > self.fraction:
+            raise ValueError(
+                f"min_fraction ({min_fraction}) must not exceed fraction ({fraction})."
+            )
+        if not (isinstance(eps, (int, float)) and eps >= 0):
+            raise ValueError(f"eps ({eps!r}) must be a number >= 0; e.g. eps=0.1.")
+        if not callable(features) and features not in (
+            "embedding",
+            "gradient",
+            "mixed",
+        ):
+            raise ValueError(
+                f"features ({features!r}) must be 'embedding', 'gradient', 'mixed' "
+                "or a callable(model, inputs, targets) -> Tensor."
+            )
+        if coordinates not in ("us", "u"):
+            raise ValueError(f"coordinates ({coordinates!r}) must be 'us' or 'u'.")
+        self.eps = float(eps)
+        self.features = features
+        self.coordinates = coordinates
+        self.weighted = bool(weighted)
+        self.layer = layer
+
+    def _features(self, model, inputs, targets, h, G):
+        if callable(self.features):
+            return self.features(model, inputs, targets)
+        if self.features == "embedding":
+            return h
+        if self.features == "gradient":
+            return G
+        return torch.cat([_unit_rows(h), _unit_rows(G)], dim=1)
+
+    @torch.no_grad()
+    def select(self, model, inputs, targets, generator=None):
+        """Select within one batch; raises ValueError on non-finite features."""
+        n = len(targets)
+        k_max = _budget(self.fraction, n)
+        k_min = min(k_max, max(1, math.floor(self.min_fraction * n)))
+        h, logits = penultimate(model, inputs, self.layer)
+        G = last_layer_gradients(h.double(), logits.double(), targets)
+        F = self._features(model, inputs, targets, h, G).double()
+        if not (torch.isfinite(F).all() and torch.isfinite(G).all()):
+            raise ValueError(
+                "non-finite features in the batch (NaN or inf in the model's "
+                "outputs); check the learning rate and the inputs."
+            )
+        order = _pick_order(F, k_max, self.coordinates)
+        residuals = prefix_residuals(G, order.tolist())
+        k = choose_rank(residuals, self.eps, min(k_min, len(order)), len(order))
+        rows = order[:k]
+        if self.weighted:
+            weights = subset_weights(G, rows.tolist()).float()
+        else:
+            weights = torch.ones(k)
+        return Selection(rows.to(targets.device), weights.to(targets.device), k)
+
+
+def _unit_rows(X):
+    return X / X.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def _pick_order(F, k_max, coordinates):
+    """Fast MaxVol pick order on the top principal coordinates of ``F``."""
+    Fc = F - F.mean(dim=0)
+    U, s, _ = torch.linalg.svd(Fc, full_matrices=False)
+    rank = (
+        int((s > math.sqrt(torch.finfo(s.dtype).eps) * s[0]).sum()) if s.numel() else 0
+    )
+    R = max(1, min(k_max, rank))
+    Z = U[:, :R] * s[:R] if coordinates == "us" else U[:, :R]
+    if rank == 0:  # all samples identical: any order is as good
+        return torch.arange(min(k_max, len(F)))
+    return fast_maxvol(Z, refine=False).indices.cpu()

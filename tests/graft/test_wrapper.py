@@ -1,0 +1,214 @@
+"""Graft: exact indices, weights, accounting, failure safety, exact resume."""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+
+from graft import Graft, GraftSelector, RandomSelector, train_epoch  # noqa: E402
+from graft._models import make_model  # noqa: E402
+
+
+def _data(n=300, d=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    W = torch.randn(d, classes, generator=g)
+    y = (X @ W).argmax(dim=1)
+    return TensorDataset(X, y)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("mode", ["refresh", "online"])
+@pytest.mark.parametrize("selector", [RandomSelector(0.3), GraftSelector(0.3)])
+def test_batches_carry_the_dataset_indices_of_their_samples(mode, selector):
+    data = _data()
+    graft = Graft(_model(), data, selector=selector, batch_size=32, mode=mode, seed=1)
+    seen = []
+    for batch in graft.batches(0):
+        X, y = data.tensors
+        torch.testing.assert_close(batch.inputs, X[batch.indices])
+        torch.testing.assert_close(batch.targets, y[batch.indices])
+        assert batch.weights.shape == batch.targets.shape
+        assert torch.all(batch.weights >= 0)
+        seen.append(batch.indices)
+    seen = torch.cat(seen)
+    assert len(set(seen.tolist())) == len(seen)  # no sample twice in an epoch
+    assert graft.history[-1]["samples"] == len(seen)
+    assert graft.history[-1]["fraction"] == pytest.approx(len(seen) / len(data))
+    assert 0 < graft.history[-1]["fraction"] <= 0.3 + 1e-9
+
+
+def test_indices_stay_exact_with_workers():
+    data = _data(120)
+    graft = Graft(
+        _model(), data, selector=RandomSelector(0.5), batch_size=16, num_workers=2
+    )
+    for batch in graft.batches(0):
+        torch.testing.assert_close(batch.inputs, data.tensors[0][batch.indices])
+
+
+def test_full_data_without_a_selector():
+    graft = Graft(_model(), _data(), batch_size=50)
+    total = sum(len(b.targets) for b in graft.batches(0))
+    assert total == 300 and graft.fraction_achieved() == 1.0
+
+
+def test_refresh_mode_reselects_every_refresh_every_epochs():
+    graft = Graft(_model(), _data(), selector=RandomSelector(0.3), refresh_every=2)
+    rounds = []
+    for epoch in range(5):
+        for _ in graft.batches(epoch):
+            pass
+        rounds.append(graft._selected_at)
+    assert rounds == [0, 0, 2, 2, 4]
+
+
+def test_same_seed_same_selection_and_different_seed_differs():
+    a = [
+        b.indices
+        for b in Graft(_model(), _data(), selector=RandomSelector(0.3), seed=3).batches(
+            0
+        )
+    ]
+    b = [
+        b.indices
+        for b in Graft(_model(), _data(), selector=RandomSelector(0.3), seed=3).batches(
+            0
+        )
+    ]
+    c = [
+        b.indices
+        for b in Graft(_model(), _data(), selector=RandomSelector(0.3), seed=4).batches(
+            0
+        )
+    ]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=False))
+
+
+def _run(epochs, *, resume_at=None, mode="refresh", selector=None):
+    data = _data()
+    model = _model()
+    selector = selector or GraftSelector(0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    graft = Graft(
+        model,
+        data,
+        selector=selector,
+        batch_size=32,
+        refresh_every=2,
+        mode=mode,
+        seed=7,
+    )
+    for epoch in range(epochs):
+        if epoch == resume_at:
+            saved = copy.deepcopy(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "graft": graft.state_dict(),
+                }
+            )
+            model = _model(seed=123)  # a fresh process: different initial weights
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            graft = Graft(
+                model,
+                data,
+                selector=selector,
+                batch_size=32,
+                refresh_every=2,
+                mode=mode,
+                seed=7,
+            )
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["opt"])
+            graft.load_state_dict(saved["graft"])
+        train_epoch(graft, opt, epoch)
+    return model, graft
+
+
+@pytest.mark.parametrize("mode", ["refresh", "online"])
+def test_resumed_run_equals_the_uninterrupted_one(mode):
+    full, g_full = _run(5, mode=mode)
+    resumed, g_res = _run(5, resume_at=3, mode=mode)
+    for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert [h["samples"] for h in g_full.history] == [
+        h["samples"] for h in g_res.history
+    ]
+
+
+def test_failed_round_keeps_the_previous_selection_and_the_model():
+    class Failing(RandomSelector):
+        def select(self, model, inputs, targets, generator):
+            raise ValueError("non-finite features in the batch")
+
+    graft = Graft(_model(), _data(), selector=RandomSelector(0.3), refresh_every=1)
+    list(graft.batches(0))
+    before = graft._selection
+    weights = [p.detach().clone() for p in graft.model.parameters()]
+    graft.selector = Failing(0.3)
+    with pytest.raises(
+        ValueError, match=r"selection round at epoch 1 failed.*unchanged"
+    ):
+        list(graft.batches(1))
+    assert graft._selection is before and graft._selected_at == 0
+    for p, w in zip(graft.model.parameters(), weights, strict=True):
+        assert torch.equal(p, w)
+
+
+def test_nan_model_output_is_a_clear_selection_error():
+    model = _model()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    graft = Graft(model, _data(), selector=GraftSelector(0.3))
+    with pytest.raises(ValueError, match="non-finite features"):
+        list(graft.batches(0))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"mode \('every'\) must be"):
+        Graft(_model(), _data(), mode="every")
+    with pytest.raises(ValueError, match=r"batch_size \(0\) must be a positive"):
+        Graft(_model(), _data(), batch_size=0)
+    with pytest.raises(ValueError, match=r"fraction \(1.5\) must be in \(0, 1\]"):
+        RandomSelector(1.5)
+    with pytest.raises(ValueError, match=r"features \('pixels'\) must be"):
+        GraftSelector(0.3, features="pixels")
+    with pytest.raises(ValueError, match="the state was saved with seed=1"):
+        Graft(_model(), _data(), seed=2).load_state_dict(
+            Graft(_model(), _data(), seed=1).state_dict()
+        )
+
+
+def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
+    from graft._features import last_layer_gradients, penultimate
+    from graft._rank import choose_rank, prefix_residuals
+    from graft._selectors import _pick_order
+
+    model, data = _model(), _data(64)
+    x, y = data.tensors
+    sel = GraftSelector(0.5, eps=0.3, weighted=False).select(model, x, y)
+    h, logits = penultimate(model, x)
+    G = last_layer_gradients(h.double(), logits.double(), y)
+    order = _pick_order(h.double(), 32, "us")
+    k = choose_rank(prefix_residuals(G, order.tolist()), 0.3, 16, len(order))
+    assert torch.equal(sel.indices, order[:k]) and sel.rank == k
+    assert torch.all(sel.weights == 1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_models(name):
+    model = make_model(name, (1, 8, 8), 10)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"model \('vit'\) must be one of"):
+        make_model("vit", (1, 8, 8), 10)
+    assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
