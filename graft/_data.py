@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FASHION_MNIST_DIR", "load_digits_split", "load_idx", "load_mnist_like"]
+__all__ = [
+    "FASHION_MNIST_DIR",
+    "load_dataset",
+    "load_digits_split",
+    "load_idx",
+    "load_mnist_like",
+]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -100,3 +106,61 @@ def load_digits_split(test_size=0.3, random_state=0):
     return train_test_split(
         X / 16.0, y, test_size=test_size, stratify=y, random_state=random_state
     )
+
+
+def load_dataset(name="auto", *, data_dir=None, train_size=None, seed=0):
+    """Train and test ``TensorDataset`` s of images ``(1, h, w)`` and labels.
+
+    Parameters
+    ----------
+    name : {"auto", "digits", "fashion-mnist", "mnist"}
+        ``auto``: Fashion-MNIST if its files are found, else digits.
+    data_dir : path-like, optional
+        Folder of the IDX files (Fashion-MNIST or MNIST).
+    train_size : int, optional
+        Keep a random subset of this many training samples.
+    seed : int
+        Seed of the train/test split (digits) and of the subset.
+
+    Returns
+    -------
+    train, test : TensorDataset
+    info : dict
+        ``name``, ``in_shape``, ``n_classes``.
+    """
+    import torch
+    from torch.utils.data import TensorDataset
+
+    if name == "auto":
+        try:
+            load_mnist_like(data_dir, split="test")
+            name = "fashion-mnist"
+        except FileNotFoundError:
+            name = "digits"
+    if name == "digits":
+        X_tr, X_te, y_tr, y_te = load_digits_split(random_state=seed)
+        X_tr, X_te = X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8)
+    elif name in ("fashion-mnist", "mnist"):
+        X_tr, y_tr = load_mnist_like(data_dir, split="train")
+        X_te, y_te = load_mnist_like(data_dir, split="test")
+        X_tr = X_tr[:, None].astype(np.float32) / 255.0
+        X_te = X_te[:, None].astype(np.float32) / 255.0
+    else:
+        raise ValueError(
+            f"dataset ({name!r}) must be 'auto', 'digits', 'fashion-mnist' or 'mnist'."
+        )
+    if train_size is not None and train_size < len(y_tr):
+        keep = np.random.default_rng(seed).choice(len(y_tr), train_size, replace=False)
+        X_tr, y_tr = X_tr[np.sort(keep)], y_tr[np.sort(keep)]
+
+    def tensors(X, y):
+        return TensorDataset(
+            torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y)
+        )
+
+    info = {
+        "name": name,
+        "in_shape": tuple(X_tr.shape[1:]),
+        "n_classes": int(y_tr.max()) + 1,
+    }
+    return tensors(X_tr, y_tr), tensors(X_te, y_te), info

@@ -37,26 +37,45 @@ def prefix_residuals(G, order):
         Non-increasing; ``e_k`` for the first ``k`` picks. A pick whose
         gradient is already in the span of the earlier ones leaves the
         residual unchanged.
+
+    Notes
+    -----
+    One QR factorisation of the picked gradients in pick order, ``Q R``:
+    the first ``k`` columns of ``Q`` span the first ``k`` picks, so
+    ``e_k^2 = (||g||^2 - sum_{j<=k} (q_j . g)^2) / ||g||^2``. When a pick is
+    (numerically) in the span of earlier ones that identity fails, and the
+    residuals come from Gram-Schmidt one pick at a time instead.
     """
     g = G.mean(dim=0)
-    norm = torch.linalg.vector_norm(g)
-    if norm == 0:
-        return torch.zeros(len(order), dtype=G.dtype, device=G.device)
+    norm2 = float(g @ g)
+    K = len(order)
+    if norm2 == 0 or K == 0:
+        return torch.zeros(K, dtype=G.dtype, device=G.device)
+    S = G[torch.as_tensor(list(order), device=G.device)]
+    tiny = 1e-10 * torch.linalg.vector_norm(S, dim=1).max()
+    if K <= G.shape[1]:
+        Q, R = torch.linalg.qr(S.T)
+        if bool((torch.diagonal(R).abs() > tiny).all()):
+            captured = torch.cumsum((Q.T @ g) ** 2, dim=0)
+            return torch.sqrt(torch.clamp(norm2 - captured, min=0.0) / norm2)
+    return _prefix_residuals_stepwise(S, g, tiny)
+
+
+def _prefix_residuals_stepwise(S, g, tiny):
+    """Gram-Schmidt (twice) one pick at a time; dependent picks add nothing."""
     basis = []
     residual = g.clone()
-    out = torch.empty(len(order), dtype=G.dtype, device=G.device)
-    scale = torch.linalg.vector_norm(G, dim=1).max()
-    for k, p in enumerate(order):
-        v = G[int(p)].clone()
-        for _ in range(2):  # classical Gram-Schmidt twice
+    out = torch.empty(len(S), dtype=S.dtype, device=S.device)
+    for k, v in enumerate(S):
+        for _ in range(2):
             for q in basis:
                 v = v - (q @ v) * q
         length = torch.linalg.vector_norm(v)
-        if length > 1e-10 * scale:
+        if length > tiny:
             q = v / length
             basis.append(q)
             residual = residual - (q @ residual) * q
-        out[k] = torch.linalg.vector_norm(residual) / norm
+        out[k] = torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(g)
     return out
 
 

@@ -16,7 +16,8 @@ import torch
 
 from graft._features import last_layer_gradients, penultimate
 from graft._rank import choose_rank, prefix_residuals, subset_weights
-from maxvol_kit import fast_maxvol
+from maxvol_kit._backend import get_backend
+from maxvol_kit._maxvol import greedy_volume
 
 __all__ = ["GraftSelector", "RandomSelector", "Selection"]
 
@@ -184,4 +185,6 @@ def _pick_order(F, k_max, coordinates):
     Z = U[:, :R] * s[:R] if coordinates == "us" else U[:, :R]
     if rank == 0:  # all samples identical: any order is as good
         return torch.arange(min(k_max, len(F)))
-    return fast_maxvol(Z, refine=False).indices.cpu()
+    # The greedy-volume order alone: fast_maxvol(Z, refine=False) would also
+    # form the n x R coefficient matrix, which the selection does not need.
+    return torch.as_tensor(greedy_volume(Z, R, get_backend(Z))[0])

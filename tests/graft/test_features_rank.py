@@ -81,9 +81,9 @@ def test_prefix_residuals_against_least_squares():
         S = G[order[:k]]
         w = torch.linalg.lstsq(S.T, mean[:, None]).solution
         expected = torch.linalg.vector_norm(S.T @ w[:, 0] - mean) / mean.norm()
-        assert float(e[k - 1]) == pytest.approx(float(expected), abs=1e-10)
+        assert float(e[k - 1]) == pytest.approx(float(expected), abs=1e-7)
     assert np.all(np.diff(e.numpy()) <= 1e-12)
-    assert float(e[-1]) == pytest.approx(0.0, abs=1e-10)  # 9 picks span R^9
+    assert float(e[-1]) == pytest.approx(0.0, abs=1e-7)  # 9 picks span R^9
 
 
 def test_prefix_residuals_skip_dependent_picks():

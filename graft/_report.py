@@ -1,0 +1,126 @@
+"""Run reports: the summary table, ``report.json`` and the PNG plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+
+__all__ = ["summarize", "write_report"]
+
+
+def summarize(runs):
+    """One row per selector: means and standard deviations over the seeds."""
+    rows = []
+    for selector in dict.fromkeys(r["selector"] for r in runs):
+        mine = [r for r in runs if r["selector"] == selector]
+        acc = [r["test_accuracy"] for r in mine]
+        wall = [r["wall_time_s"] for r in mine]
+        sel = [r["selection_time_s"] for r in mine]
+        rows.append(
+            {
+                "selector": selector,
+                "seeds": len(mine),
+                "fraction_achieved": statistics.mean(
+                    r["fraction_achieved"] for r in mine
+                ),
+                "test_accuracy_mean": statistics.mean(acc),
+                "test_accuracy_std": statistics.pstdev(acc),
+                "wall_time_s": statistics.mean(wall),
+                "selection_share": sum(sel) / max(sum(wall), 1e-12),
+                "energy_j": statistics.mean(r["energy_j"] for r in mine),
+                "energy_source": mine[0]["energy_source"],
+            }
+        )
+    return rows
+
+
+def format_table(rows):
+    """The summary as aligned text."""
+    head = (
+        f"{'selector':10s} {'fraction':>8s} {'test accuracy %':>17s} "
+        f"{'wall s':>8s} {'selection':>9s} {'energy J':>9s}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        acc = (
+            f"{100 * r['test_accuracy_mean']:.2f} +- {100 * r['test_accuracy_std']:.2f}"
+        )
+        lines.append(
+            f"{r['selector']:10s} {r['fraction_achieved']:8.3f} {acc:>17s} "
+            f"{r['wall_time_s']:8.1f} {r['selection_share']:9.1%} {r['energy_j']:9.0f}"
+        )
+    sources = {r["energy_source"] for r in rows}
+    lines.append(f"energy: {', '.join(sorted(sources))}")
+    return "\n".join(lines)
+
+
+def write_report(out, config, runs):
+    """Write ``report.json`` and the plots into ``out``; return the summary rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(runs)
+    report = {
+        "config": config,
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "summary": summary,
+        "runs": runs,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _plots(out, runs)
+    return summary
+
+
+def _plots(out, runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {}
+    fig1, ax1 = plt.subplots(figsize=(6, 4))
+    fig2, ax2 = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        colour = colours.setdefault(r["selector"], f"C{len(colours)}")
+        label = r["selector"] if r["seed"] == runs[0]["seed"] else None
+        epochs = [h["epoch"] + 1 for h in r["history"]]
+        acc = [100 * h["test_accuracy"] for h in r["history"]]
+        ax1.plot(
+            [h["wall_time_s"] for h in r["history"]],
+            acc,
+            "o-",
+            color=colour,
+            label=label,
+        )
+        ax2.plot(epochs, acc, "o-", color=colour, label=label)
+    ax1.set(
+        xlabel="wall time (s)", ylabel="test accuracy (%)", title="accuracy vs time"
+    )
+    ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy vs epoch")
+    for fig, ax, name in (
+        (fig1, ax1, "accuracy_vs_time.png"),
+        (fig2, ax2, "accuracy_vs_epoch.png"),
+    ):
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+    graft_runs = [r for r in runs if r["selector"].startswith("graft")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in graft_runs:
+        ranks = [k for h in r["history"] for k in h.get("ranks", [])]
+        ax.plot(ranks, ".", ms=2, label=f"{r['selector']} seed {r['seed']}")
+    ax.set(
+        xlabel="selected batch (in order)",
+        ylabel="rank (samples kept per batch)",
+        title="GRAFT rank history",
+    )
+    if graft_runs:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "rank_history.png", dpi=110)
+    plt.close(fig)

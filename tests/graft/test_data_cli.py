@@ -1,0 +1,111 @@
+"""Offline data loaders and the ``graft run`` command."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from graft._data import load_dataset, load_idx, load_mnist_like  # noqa: E402
+from graft.cli import main  # noqa: E402
+
+
+def _write_idx(path, array, code):
+    header = bytes([0, 0, code, array.ndim]) + b"".join(
+        int(s).to_bytes(4, "big") for s in array.shape
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_idx_reader_round_trip(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = np.arange(5, dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images, 0x08)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels, 0x08)
+    np.testing.assert_array_equal(
+        load_idx(tmp_path / "t10k-images-idx3-ubyte.gz"), images
+    )
+    X, y = load_mnist_like(tmp_path, split="test")
+    np.testing.assert_array_equal(X, images)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_idx_reader_rejects_other_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        load_idx(tmp_path / "bad")
+
+
+def test_missing_files_say_how_to_get_them(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match="apt-get install dataset-fashion-mnist"
+    ):
+        load_mnist_like(tmp_path)
+    train, test, info = load_dataset("auto", data_dir=tmp_path)
+    assert info["name"] == "digits" and info["in_shape"] == (1, 8, 8)
+    assert len(train) + len(test) == 1797
+
+
+def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(
+        [
+            "run",
+            "--dataset",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--seeds",
+            "2",
+            "--fraction",
+            "0.3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["runs"]) == 6
+    for run in report["runs"]:
+        for key in (
+            "selector",
+            "seed",
+            "fraction_achieved",
+            "test_accuracy",
+            "wall_time_s",
+            "selection_time_s",
+            "history",
+        ):
+            assert key in run
+        assert len(run["history"]) == 2
+    full = [r for r in report["runs"] if r["selector"] == "full"]
+    assert all(r["fraction_achieved"] == 1.0 for r in full)
+    sub = [r for r in report["runs"] if r["selector"] != "full"]
+    assert all(0 < r["fraction_achieved"] <= 0.3 for r in sub)
+    for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png", "rank_history.png"):
+        assert (out / name).stat().st_size > 1000
+    table = capsys.readouterr().out
+    assert "selector" in table and "graft" in table and "estimate" in table
+
+
+def test_graft_run_rejects_bad_flags(tmp_path):
+    with pytest.raises(SystemExit, match="unknown selector 'sage'"):
+        main(
+            [
+                "run",
+                "--dataset",
+                "digits",
+                "--selectors",
+                "full,sage",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    with pytest.raises(SystemExit, match="--fraction"):
+        main(["run", "--dataset", "digits", "--fraction", "2", "--out", str(tmp_path)])
