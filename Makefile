@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo maxvol-demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The main job: MaxVol against scipy's pivoted QR and teneva, side by side.
+# The main job: `graft run` (full data, random subsets and GRAFT on Fashion-MNIST
+# with a small CNN if its files are installed, else on digits); report in out/demo.
 demo: venv
+	-$(DATA_SETUP)
+	OPENBLAS_NUM_THREADS=2 $(BIN)/graft run --out out/demo
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist where apt-get is available
+# (as root); graft run falls back to digits without it.
+DATA_SETUP = test -d /usr/share/datasets/fashion-mnist || \
+	{ command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1; }
+
+# MaxVol against scipy's pivoted QR and teneva, side by side (two small sizes).
+maxvol-demo: venv
 	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/maxvol_bench.py --quick
 
 # SCIPY_ARRAY_API=1 lets scikit-learn's checks run the estimators on torch and
