@@ -84,3 +84,14 @@ def rect_loop(A, start, K):
 def log_abs_det(M):
     """log|det M| for a square matrix."""
     return np.linalg.slogdet(np.asarray(M, dtype=np.float64))[1]
+
+
+def assert_fd_guarantee(A, B, ell):
+    """Frequent Directions: 0 <= ||Ax||^2 - ||Bx||^2 <= ||A - A_k||_F^2 / (ell - k)."""
+    assert B.shape[0] <= 2 * ell and B.shape[1] == A.shape[1]
+    gap = np.linalg.eigvalsh(A.T @ A - B.T @ B)
+    scale = max(1.0, np.linalg.norm(A) ** 2)
+    assert gap.min() >= -1e-9 * scale  # B^T B <= A^T A
+    sq = np.linalg.svd(A, compute_uv=False) ** 2
+    for k in range(ell):
+        assert gap.max() <= sq[k:].sum() / (ell - k) + 1e-9 * scale
