@@ -212,3 +212,17 @@ def test_models(name):
     with pytest.raises(ValueError, match=r"model \('vit'\) must be one of"):
         make_model("vit", (1, 8, 8), 10)
     assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
+
+
+def test_graft_selector_weights_are_the_least_squares_weights():
+    from graft._features import last_layer_gradients, penultimate
+    from graft._rank import subset_weights
+
+    model, data = _model(), _data(64)
+    x, y = data.tensors
+    sel = GraftSelector(0.5, weighted=True).select(model, x, y)
+    h, logits = penultimate(model, x)
+    G = last_layer_gradients(h.double(), logits.double(), y)
+    expected = subset_weights(G, sel.indices.tolist()).float()
+    torch.testing.assert_close(sel.weights, expected)
+    assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
