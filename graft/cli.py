@@ -37,7 +37,8 @@ def _parser():
     run.add_argument(
         "--selectors",
         default="full,random,graft",
-        help="comma-separated: full, random, graft",
+        help="comma-separated: full, random, graft, or a GRAFT variant "
+        "(graft-full, graft-weighted, graft-gradient, graft-mixed, graft-u)",
     )
     run.add_argument("--fraction", type=float, default=0.3)
     run.add_argument(
@@ -64,6 +65,19 @@ def _parser():
     return parser
 
 
+# Selector names for --selectors: the baselines and the GRAFT variants the
+# training benchmark compares.
+_GRAFT_VARIANTS = {
+    "graft": {},
+    "graft-full": {"min_fraction": None},  # always the whole budget
+    "graft-weighted": {"weighted": True},
+    "graft-gradient": {"features": "gradient"},
+    "graft-mixed": {"features": "mixed"},
+    "graft-u": {"coordinates": "u"},
+}
+SELECTORS = ("full", "random", *_GRAFT_VARIANTS)
+
+
 def _selector(name, args):
     from graft import GraftSelector, RandomSelector
 
@@ -71,10 +85,13 @@ def _selector(name, args):
         return None
     if name == "random":
         return RandomSelector(args.fraction)
-    if name == "graft":
-        return GraftSelector(args.fraction, eps=args.eps)
+    if name in _GRAFT_VARIANTS:
+        options = dict(_GRAFT_VARIANTS[name])
+        if "min_fraction" in options:
+            options["min_fraction"] = args.fraction
+        return GraftSelector(args.fraction, eps=args.eps, **options)
     raise SystemExit(
-        f"graft run: unknown selector {name!r}; use full, random or graft."
+        f"graft run: unknown selector {name!r}; use one of {', '.join(SELECTORS)}."
     )
 
 
@@ -131,7 +148,7 @@ def run_one(args, name, seed, train, test, info, log):
                 "test_accuracy": _evaluate(model, test),
                 "fraction": record["fraction"],
                 "selection_time_s": record["selection_time_s"],
-                "ranks": record["ranks"] if name == "graft" else [],
+                "ranks": record["ranks"] if name.startswith("graft") else [],
             }
         )
         log(

@@ -1,0 +1,202 @@
+"""Training on a fraction of Fashion-MNIST: GRAFT variants against random subsets.
+
+Small CNN (``graft._models``), Adam 1e-3, batch 128, the same epochs for every
+run; for each fraction and each selection mode (a round every
+``--refresh-every`` epochs, or online in every batch), random subsets chosen
+as often and the GRAFT variants, against full data; ``--seeds`` seeds each.
+Reports the test accuracy (mean +- std), the achieved fraction, the wall time
+as a ratio of full-data training, and the share of GRAFT's time spent
+selecting; writes ``train_results.json``, ``train_accuracy.png`` and the table
+in ``docs/benchmarks.md``.
+
+    python benchmarks/train_bench.py [--train-size 20000] [--epochs 10] [--seeds 3]
+                                     [--out docs/benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from _page import update_page
+
+from graft._data import load_dataset
+from graft.cli import _parser, run_one
+
+VARIANTS = ("random", "graft", "graft-full", "graft-weighted")
+
+
+def _args(fraction, mode, epochs, refresh_every):
+    return _parser().parse_args(
+        [
+            "run",
+            "--model",
+            "cnn",
+            "--fraction",
+            str(fraction),
+            "--mode",
+            mode,
+            "--epochs",
+            str(epochs),
+            "--refresh-every",
+            str(refresh_every),
+            "--quiet",
+        ]
+    )
+
+
+def bench(train_size, epochs, seeds, fractions, modes, refresh_every, variants):
+    """All runs; one summary row per (fraction, mode, selector)."""
+    import torch
+
+    torch.set_num_threads(2)
+    train, test, info = load_dataset("fashion-mnist", train_size=train_size)
+    rows, runs = [], []
+
+    def summarize(fraction, mode, name, results):
+        acc = [100 * r["test_accuracy"] for r in results]
+        row = {
+            "fraction": fraction,
+            "mode": mode,
+            "selector": name,
+            "accuracy_mean": statistics.mean(acc),
+            "accuracy_std": statistics.pstdev(acc),
+            "fraction_achieved": statistics.mean(
+                r["fraction_achieved"] for r in results
+            ),
+            "wall_time_s": statistics.mean(r["wall_time_s"] for r in results),
+            "selection_share": sum(r["selection_time_s"] for r in results)
+            / sum(r["wall_time_s"] for r in results),
+        }
+        rows.append(row)
+        print(
+            f"{fraction:4} {mode:8s} {name:15s} {row['accuracy_mean']:.2f} +- "
+            f"{row['accuracy_std']:.2f}  fraction {row['fraction_achieved']:.3f}  "
+            f"{row['wall_time_s']:.1f} s  selection {row['selection_share']:.1%}",
+            flush=True,
+        )
+
+    full_args = _args(1.0, "refresh", epochs, refresh_every)
+    full = [
+        run_one(full_args, "full", s, train, test, info, lambda *a: None)
+        for s in range(seeds)
+    ]
+    runs += full
+    summarize(1.0, "-", "full", full)
+    for fraction in fractions:
+        for mode in modes:
+            args = _args(fraction, mode, epochs, refresh_every)
+            for name in variants:
+                results = [
+                    run_one(args, name, s, train, test, info, lambda *a: None)
+                    for s in range(seeds)
+                ]
+                for r in results:
+                    r.update(fraction=fraction, mode=mode)
+                runs += results
+                summarize(fraction, mode, name, results)
+    full_time = rows[0]["wall_time_s"]
+    for row in rows:
+        row["time_vs_full"] = row["wall_time_s"] / full_time
+    return rows, runs
+
+
+def markdown(meta, rows):
+    lines = [
+        f"Measured {meta['date']}: Fashion-MNIST, {meta['train_size']} training "
+        f"rows, small CNN, {meta['epochs']} epochs, rounds every "
+        f"{meta['refresh_every']} epochs (refresh mode), {meta['seeds']} seeds, "
+        "2 threads.",
+        "",
+        "| fraction | mode | selector | test accuracy % | fraction achieved "
+        "| wall time vs full | selection share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['fraction']} | {r['mode']} | {r['selector']} "
+            f"| {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} "
+            f"| {r['fraction_achieved']:.3f} | {r['time_vs_full']:.2f} "
+            f"| {r['selection_share']:.1%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    full = rows[0]
+    ax.axhline(full["accuracy_mean"], color="gray", ls="--", label="full data")
+    for (mode, name), marker in zip(
+        {(r["mode"], r["selector"]) for r in rows[1:]}, "osD^v<>p*h", strict=False
+    ):
+        pts = [r for r in rows if (r["mode"], r["selector"]) == (mode, name)]
+        ax.errorbar(
+            [r["time_vs_full"] for r in pts],
+            [r["accuracy_mean"] for r in pts],
+            yerr=[r["accuracy_std"] for r in pts],
+            marker=marker,
+            ls="",
+            capsize=3,
+            label=f"{name} ({mode})",
+        )
+    ax.set(
+        xlabel="wall time / full-data wall time",
+        ylabel="test accuracy (%)",
+        title="Fashion-MNIST: accuracy against training time",
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--refresh-every", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--fractions", default="0.1,0.3")
+    parser.add_argument("--modes", default="refresh,online")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    fractions = [float(f) for f in args.fractions.split(",")]
+    rows, runs = bench(
+        args.train_size,
+        args.epochs,
+        args.seeds,
+        fractions,
+        args.modes.split(","),
+        args.refresh_every,
+        args.variants.split(","),
+    )
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "train_size": args.train_size,
+        "epochs": args.epochs,
+        "refresh_every": args.refresh_every,
+        "seeds": args.seeds,
+    }
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "train_results.json").write_text(
+            json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2)
+        )
+        plot(rows, args.out / "train_accuracy.png")
+        update_page(
+            args.out.parent / "benchmarks.md", "train-table", markdown(meta, rows)
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    main()
