@@ -95,7 +95,7 @@ def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
 
 
 def test_graft_run_rejects_bad_flags(tmp_path):
-    with pytest.raises(SystemExit, match="unknown selector .sage.; use one of full"):
+    with pytest.raises(SystemExit, match=r"unknown selector 'sage'; use one of full"):
         main(
             [
                 "run",
