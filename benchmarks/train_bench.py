@@ -134,9 +134,8 @@ def plot(rows, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     full = rows[0]
     ax.axhline(full["accuracy_mean"], color="gray", ls="--", label="full data")
-    for (mode, name), marker in zip(
-        {(r["mode"], r["selector"]) for r in rows[1:]}, "osD^v<>p*h", strict=False
-    ):
+    series = sorted({(r["mode"], r["selector"]) for r in rows[1:]})
+    for (mode, name), marker in zip(series, "osD^v<>p*h", strict=False):
         pts = [r for r in rows if (r["mode"], r["selector"]) == (mode, name)]
         ax.errorbar(
             [r["time_vs_full"] for r in pts],
