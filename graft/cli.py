@@ -74,6 +74,8 @@ _GRAFT_VARIANTS = {
     "graft-gradient": {"features": "gradient"},
     "graft-mixed": {"features": "mixed"},
     "graft-u": {"coordinates": "u"},
+    "graft-typ": {"typicality": 1.0},
+    "graft-typ-full": {"typicality": 1.0, "min_fraction": None},
 }
 SELECTORS = ("full", "random", *_GRAFT_VARIANTS)
 

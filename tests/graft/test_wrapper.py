@@ -226,3 +226,27 @@ def test_graft_selector_weights_are_the_least_squares_weights():
     expected = subset_weights(G, sel.indices.tolist()).float()
     torch.testing.assert_close(sel.weights, expected)
     assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_typicality_keeps_graft_away_from_outlying_samples():
+    class Identity(nn.Module):
+        """The embedding is the input itself, so outliers are known."""
+
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.head(x)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 5, generator=g)
+    x[:3] *= 15  # three far outliers
+    y = torch.randint(0, 3, (100,), generator=g)
+    model = Identity()
+    plain = GraftSelector(0.1, min_fraction=0.1).select(model, x, y).indices
+    typical = GraftSelector(0.1, min_fraction=0.1, typicality=2.0).select(model, x, y)
+    assert set(range(3)) <= set(plain.tolist())
+    assert not set(range(3)) & set(typical.indices.tolist())
+    with pytest.raises(ValueError, match=r"typicality \(-1\)"):
+        GraftSelector(0.1, typicality=-1)
