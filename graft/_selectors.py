@@ -18,6 +18,7 @@ from graft._features import last_layer_gradients, penultimate
 from graft._rank import choose_rank, prefix_residuals, subset_weights
 from maxvol_kit._backend import get_backend
 from maxvol_kit._maxvol import greedy_volume
+from maxvol_kit._sketch import principal_coordinates, typicality_weights
 
 __all__ = ["GraftSelector", "RandomSelector", "Selection"]
 
@@ -172,7 +173,8 @@ class GraftSelector:
                 "outputs); check the learning rate and the inputs."
             )
         if self.typicality:
-            F = F * _typicality(F, self.typicality)[:, None]
+            Z = principal_coordinates(F - F.mean(dim=0))
+            F = F * typicality_weights(Z, self.typicality)[:, None]
         order = _pick_order(F, k_max, self.coordinates)
         residuals = prefix_residuals(G, order.tolist())
         k = choose_rank(residuals, self.eps, min(k_min, len(order)), len(order))
@@ -184,32 +186,19 @@ class GraftSelector:
         return Selection(rows.to(targets.device), weights.to(targets.device), k)
 
 
-def _typicality(F, alpha):
-    """``exp(-alpha * m_i)``: ``m_i`` the mean squared whitened coordinate of row i."""
-    Fc = F - F.mean(dim=0)
-    U, s, _ = torch.linalg.svd(Fc, full_matrices=False)
-    r = int((s > math.sqrt(torch.finfo(s.dtype).eps) * s[0]).sum()) if s.numel() else 0
-    if r == 0:
-        return torch.ones(len(F), dtype=F.dtype)
-    whitened = U[:, :r] * math.sqrt(max(len(F) - 1, 1))
-    return torch.exp(-alpha * (whitened**2).mean(dim=1))
-
-
 def _unit_rows(X):
     return X / X.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def _pick_order(F, k_max, coordinates):
     """Fast MaxVol pick order on the top principal coordinates of ``F``."""
-    Fc = F - F.mean(dim=0)
-    U, s, _ = torch.linalg.svd(Fc, full_matrices=False)
-    rank = (
-        int((s > math.sqrt(torch.finfo(s.dtype).eps) * s[0]).sum()) if s.numel() else 0
-    )
-    R = max(1, min(k_max, rank))
-    Z = U[:, :R] * s[:R] if coordinates == "us" else U[:, :R]
-    if rank == 0:  # all samples identical: any order is as good
+    Z = principal_coordinates(F - F.mean(dim=0))
+    if Z.shape[1] == 0:  # all samples identical: any order is as good
         return torch.arange(min(k_max, len(F)))
+    R = min(k_max, Z.shape[1])
+    Z = Z[:, :R]
+    if coordinates == "u":  # U alone: the columns of U S scaled to unit norm
+        Z = Z / torch.linalg.vector_norm(Z, dim=0)
     # The greedy-volume order alone: fast_maxvol(Z, refine=False) would also
     # form the n x R coefficient matrix, which the selection does not need.
     return torch.as_tensor(greedy_volume(Z, R, get_backend(Z))[0])

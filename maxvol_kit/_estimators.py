@@ -25,7 +25,13 @@ import numpy as np
 from maxvol_kit._backend import get_backend
 from maxvol_kit._maxvol import fast_maxvol, maxvol
 from maxvol_kit._rect import rect_maxvol
-from maxvol_kit._sketch import FrequentDirectionsSketch, randomized_svd
+from maxvol_kit._sketch import (
+    FrequentDirectionsSketch,
+    host_rng,
+    principal_coordinates,
+    randomized_svd,
+    typicality_weights,
+)
 from maxvol_kit._sklearn_compat import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -100,23 +106,6 @@ def _count(value, total, name):
     return int(value)
 
 
-def _coordinates(F, rank, random_state):
-    """Principal coordinates ``U_r S_r`` of ``F`` above roundoff.
-
-    ``rank`` None: exact thin SVD; an int: randomized SVD of that rank.
-    """
-    xp = get_backend(F).xp
-    if rank is None:
-        U, s, _ = xp.linalg.svd(F, full_matrices=False)
-    else:
-        U, s, _ = randomized_svd(F, min(rank, *F.shape), random_state=random_state)
-    # Directions below sqrt(eps) of the largest carry nothing a selection can
-    # use, and dropping them keeps the greedy pivots clear of roundoff.
-    floor = math.sqrt(float(xp.finfo(F.dtype).eps)) * float(s[0]) if s.shape[0] else 0.0
-    r = int(xp.sum(xp.astype(s > floor, xp.int64)))
-    return U[:, :r] * s[:r]
-
-
 def _select(Z, K, method, tol):
     """``K`` rows of the coordinates ``Z`` (n, r) by MaxVol; a MaxVolResult.
 
@@ -157,17 +146,6 @@ def _random_fourier(F, n_components, rng):
     )
     b = backend.asarray(rng.uniform(0.0, 2.0 * np.pi, n_components), F.dtype)
     return math.sqrt(2.0 / n_components) * xp.cos(F @ W + b)
-
-
-def _typicality(Z, alpha):
-    """Row weights ``exp(-alpha * m_i)`` that shrink atypical rows.
-
-    ``m_i`` is the mean squared whitened coordinate of row ``i``: its squared
-    Mahalanobis distance from the mean, over the rank ``r``.
-    """
-    xp = get_backend(Z).xp
-    whitened = Z / xp.std(Z, axis=0)
-    return xp.exp(-alpha * xp.mean(whitened * whitened, axis=1))
 
 
 def _coverage(result, n):
@@ -325,7 +303,7 @@ class MaxVolSampler(BaseEstimator):
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
         alloc = _allocate([g.size for g in groups], K)
-        rng = np.random.default_rng(_seed(self.random_state))
+        rng = host_rng(self.random_state)
         picked, weights = [], []
         for rows, k in zip(groups, alloc, strict=True):
             if k:
@@ -368,7 +346,7 @@ class MaxVolSampler(BaseEstimator):
         rank = None
         if self.features == "lowrank":
             rank = self.rank or min(k, X.shape[1])
-        Z = _coordinates(F, rank, rng)
+        Z = principal_coordinates(F, rank, rng)
         if Z.shape[1] == 0:  # constant rows: any selection is as good
             return np.arange(k), np.full(k, X.shape[0] / k)
         kind = self.features
@@ -379,15 +357,19 @@ class MaxVolSampler(BaseEstimator):
             D = self.n_components or min(max(2 * k, 64), 1024)
             A = _random_fourier(F, D, rng)
         if self.typicality:
-            A = A * _typicality(Z, self.typicality)[:, None]
+            A = A * typicality_weights(Z, self.typicality)[:, None]
         if kind == "kernel" and self.method != "fast":
-            A = _coordinates(A, None, None)  # principal coordinates for the others
+            A = principal_coordinates(
+                A, None, None
+            )  # principal coordinates for the others
         try:
             result = _select(A, k, self.method, self.tol)
         except ValueError:
             # Only kernel features skip the rank check of _coordinates: repeated
             # rows leave fewer than k independent ones.
-            result = _select(_coordinates(A, None, None), k, self.method, self.tol)
+            result = _select(
+                principal_coordinates(A, None, None), k, self.method, self.tol
+            )
         sel = _to_numpy(result.indices)
         return sel, _coverage(result, X.shape[0]) if self.weighting else None
 
@@ -652,7 +634,7 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
             else _count(wanted, d, "n_features_to_select")
         )
         Xc = X - xp.mean(X, axis=0)
-        Z = _coordinates(Xc.T, None, None)  # rows: columns of X
+        Z = principal_coordinates(Xc.T, None, None)  # rows: columns of X
         if Z.shape[1] == 0:
             sel = np.arange(k)
         else:
@@ -769,7 +751,7 @@ class RandomizedLowRank(
             self.n_components,
             n_oversamples=self.n_oversamples,
             n_iter=self.n_iter,
-            random_state=_seed(self.random_state),
+            random_state=self.random_state,
         )
         self.components_ = Vt
         self.singular_values_ = s
@@ -787,13 +769,6 @@ class RandomizedLowRank(
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
         return tags
-
-
-def _seed(random_state):
-    """A NumPy ``Generator`` seed from scikit-learn's ``random_state``."""
-    if isinstance(random_state, np.random.RandomState):
-        return random_state.randint(2**31)
-    return random_state
 
 
 class FrequentDirections(

@@ -33,13 +33,17 @@ from maxvol_kit._validation import check_int, check_matrix
 __all__ = [
     "FrequentDirectionsSketch",
     "dense_projection",
+    "host_rng",
+    "principal_coordinates",
     "randomized_range_finder",
     "randomized_svd",
     "sparse_sign_projection",
+    "typicality_weights",
 ]
 
 
-def _rng(random_state):
+def host_rng(random_state):
+    """A NumPy ``Generator`` from an int, a ``Generator``, a ``RandomState`` or None."""
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**63))
     return np.random.default_rng(random_state)
@@ -47,7 +51,7 @@ def _rng(random_state):
 
 def _gaussian(backend, shape, dtype, random_state):
     """Standard normal draws on the host, as an array on ``backend``'s device."""
-    host = _rng(random_state).standard_normal(shape)
+    host = host_rng(random_state).standard_normal(shape)
     return backend.asarray(host, dtype=dtype)
 
 
@@ -150,6 +154,38 @@ def randomized_svd(A, n_components, *, n_oversamples=10, n_iter=4, random_state=
     Q = _range_finder(A, size, n_iter, random_state, backend)
     U_small, s, Vt = backend.xp.linalg.svd(Q.T @ A, full_matrices=False)
     return (Q @ U_small)[:, :k], s[:k], Vt[:k, :]
+
+
+def principal_coordinates(F, rank=None, random_state=None):
+    """Principal coordinates ``U_r S_r`` of ``F`` (already centred) above roundoff.
+
+    ``rank`` None: exact thin SVD; an int: randomized SVD of that rank.
+    Directions below ``sqrt(eps)`` of the largest carry nothing a selection
+    can use, and dropping them keeps greedy pivots clear of roundoff; the
+    result has ``r`` columns, 0 for constant rows.
+    """
+    xp = get_backend(F).xp
+    if rank is None:
+        U, s, _ = xp.linalg.svd(F, full_matrices=False)
+    else:
+        U, s, _ = randomized_svd(F, min(rank, *F.shape), random_state=random_state)
+    floor = math.sqrt(float(xp.finfo(F.dtype).eps)) * float(s[0]) if s.shape[0] else 0.0
+    r = int(xp.sum(xp.astype(s > floor, xp.int64)))
+    return U[:, :r] * s[:r]
+
+
+def typicality_weights(Z, alpha):
+    """Row weights ``exp(-alpha * m_i)`` that shrink atypical rows.
+
+    ``Z`` holds principal coordinates; ``m_i`` is the mean squared whitened
+    coordinate of row ``i``: its squared Mahalanobis distance from the mean
+    (population covariance), over the rank. No coordinates: all weights 1.
+    """
+    xp = get_backend(Z).xp
+    if Z.shape[1] == 0:
+        return xp.ones(Z.shape[0], dtype=Z.dtype, device=get_backend(Z).device)
+    whitened = Z / xp.std(Z, axis=0)
+    return xp.exp(-alpha * xp.mean(whitened * whitened, axis=1))
 
 
 class FrequentDirectionsSketch:
@@ -262,7 +298,7 @@ def sparse_sign_projection(X, k, *, random_state=None):
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
-    rng = _rng(random_state)
+    rng = host_rng(random_state)
     buckets = rng.integers(0, k, size=X.shape[1])
     signs = rng.choice(np.array([-1.0, 1.0]), size=X.shape[1])
     return backend.ops.sign_scatter(X, buckets, signs, k)
@@ -285,7 +321,7 @@ def dense_projection(X, k, *, kind="gaussian", random_state=None):
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
-    rng = _rng(random_state)
+    rng = host_rng(random_state)
     if kind == "gaussian":
         R = rng.standard_normal((X.shape[1], k))
     elif kind == "rademacher":

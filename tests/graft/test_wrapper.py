@@ -98,16 +98,20 @@ def _run(epochs, *, resume_at=None, mode="refresh", selector=None):
     data = _data()
     model = _model()
     selector = selector or GraftSelector(0.3)
+
+    def make_graft(model):
+        return Graft(
+            model,
+            data,
+            selector=selector,
+            batch_size=32,
+            refresh_every=2,
+            mode=mode,
+            seed=7,
+        )
+
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    graft = Graft(
-        model,
-        data,
-        selector=selector,
-        batch_size=32,
-        refresh_every=2,
-        mode=mode,
-        seed=7,
-    )
+    graft = make_graft(model)
     for epoch in range(epochs):
         if epoch == resume_at:
             saved = copy.deepcopy(
@@ -119,15 +123,7 @@ def _run(epochs, *, resume_at=None, mode="refresh", selector=None):
             )
             model = _model(seed=123)  # a fresh process: different initial weights
             opt = torch.optim.SGD(model.parameters(), lr=0.1)
-            graft = Graft(
-                model,
-                data,
-                selector=selector,
-                batch_size=32,
-                refresh_every=2,
-                mode=mode,
-                seed=7,
-            )
+            graft = make_graft(model)
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["opt"])
             graft.load_state_dict(saved["graft"])
