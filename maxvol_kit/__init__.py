@@ -2,12 +2,15 @@
 
 Square MaxVol (:func:`maxvol`), greedy-volume Fast MaxVol (:func:`fast_maxvol`),
 rectangular MaxVol (:func:`rect_maxvol`) and cross / CUR approximation
-(:func:`skeleton`). Every function checks its input, never returns duplicate
-rows, and reports the certificate of its answer (:class:`MaxVolResult`).
+(:func:`skeleton`), and :func:`tournament_maxvol` for tall matrices stored by
+blocks of rows (Dask arrays, ``.npy`` files). Every function checks its input,
+never returns duplicate rows, and reports the certificate of its answer
+(:class:`MaxVolResult`).
 """
 
 from maxvol_kit._batched import maxvol_batched
 from maxvol_kit._cross import SkeletonResult, skeleton
+from maxvol_kit._distributed import tournament_maxvol  # imports Dask on use only
 from maxvol_kit._maxvol import MaxVolResult, fast_maxvol, maxvol
 from maxvol_kit._rect import rect_maxvol
 from maxvol_kit._validation import ConvergenceWarning
@@ -21,6 +24,7 @@ __all__ = [
     "maxvol_batched",
     "rect_maxvol",
     "skeleton",
+    "tournament_maxvol",
 ]
 
 __version__ = "0.1.0.dev0"
