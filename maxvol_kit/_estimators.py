@@ -16,19 +16,20 @@ coordinates; ``K > r`` rows need rectangular MaxVol.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import array_api_compat
 import numpy as np
 
 from maxvol_kit._backend import get_backend
+from maxvol_kit._groups import allocate
 from maxvol_kit._maxvol import fast_maxvol, maxvol
 from maxvol_kit._rect import rect_maxvol
 from maxvol_kit._sketch import (
     FrequentDirectionsSketch,
     host_rng,
     principal_coordinates,
+    random_fourier_features,
     randomized_svd,
     typicality_weights,
 )
@@ -124,50 +125,11 @@ def _select(Z, K, method, tol):
     return maxvol(Z[:, :K], tol=tol)
 
 
-def _random_fourier(F, n_components, rng):
-    """Random Fourier features of the Gaussian kernel (Rahimi & Recht, 2007).
-
-    ``phi(x) = sqrt(2 / D) cos(W^T x + b)`` with ``W ~ N(0, 2 / h^2)`` and the
-    bandwidth ``h^2`` the median squared distance between rows (of a sample
-    of at most 500), so that ``phi(x) . phi(y) ~ exp(-||x - y||^2 / h^2)``.
-    """
-    backend = get_backend(F)
-    xp = backend.xp
-    n, d = F.shape
-    sample = xp.take(
-        F, backend.indices(rng.choice(n, min(n, 500), replace=False)), axis=0
-    )
-    sq = xp.sum(sample * sample, axis=1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (sample @ sample.T)
-    positive = backend.ops.to_host(d2)[backend.ops.to_host(d2) > 1e-12]
-    h2 = float(np.median(positive)) if positive.size else 1.0
-    W = backend.asarray(
-        rng.standard_normal((d, n_components)) * np.sqrt(2.0 / h2), F.dtype
-    )
-    b = backend.asarray(rng.uniform(0.0, 2.0 * np.pi, n_components), F.dtype)
-    return math.sqrt(2.0 / n_components) * xp.cos(F @ W + b)
-
-
 def _coverage(result, n):
     """How many rows each selected row represents: the arg-max of ``|C|``."""
     C = _to_numpy(result.coefficients)
     owner = np.argmax(np.abs(C), axis=1)
     return np.bincount(owner, minlength=C.shape[1]).astype(np.float64)
-
-
-def _allocate(counts, K):
-    """Split ``K`` over groups in proportion to ``counts`` (largest remainder)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    share = K * counts / counts.sum()
-    alloc = np.floor(share).astype(int)
-    if K >= counts.size:  # every class gets a row when there are enough
-        alloc = np.maximum(alloc, 1)
-    while alloc.sum() > K:
-        alloc[np.argmax(alloc - share)] -= 1
-    order = np.argsort(-(share - alloc), kind="stable")
-    for g in order[: K - alloc.sum()]:
-        alloc[g] += 1
-    return np.minimum(alloc, counts.astype(int))
 
 
 class MaxVolSampler(BaseEstimator):
@@ -302,7 +264,7 @@ class MaxVolSampler(BaseEstimator):
         n = X.shape[0]
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
-        alloc = _allocate([g.size for g in groups], K)
+        alloc = allocate([g.size for g in groups], K)
         rng = host_rng(self.random_state)
         picked, weights = [], []
         for rows, k in zip(groups, alloc, strict=True):
@@ -355,7 +317,7 @@ class MaxVolSampler(BaseEstimator):
         A = Z
         if kind == "kernel":
             D = self.n_components or min(max(2 * k, 64), 1024)
-            A = _random_fourier(F, D, rng)
+            A = random_fourier_features(F, D, rng)
         if self.typicality:
             A = A * typicality_weights(Z, self.typicality)[:, None]
         if kind == "kernel" and self.method != "fast":

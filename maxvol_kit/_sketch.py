@@ -12,6 +12,7 @@
   buffer of ``2 ell`` rows and one SVD per ``ell`` rows streamed. For every
   unit ``x`` and ``k < ell``:
   ``0 <= ||A x||^2 - ||B x||^2 <= ||A - A_k||_F^2 / (ell - k)``.
+- :func:`random_fourier_features` of the Gaussian kernel (median bandwidth).
 - :func:`sparse_sign_projection` (sparse JL: one +-1 per input coordinate)
   and :func:`dense_projection` (Gaussian or Rademacher), with random draws on
   the host, moved to the input's device, so the same seed gives the same
@@ -186,6 +187,31 @@ def typicality_weights(Z, alpha):
         return xp.ones(Z.shape[0], dtype=Z.dtype, device=get_backend(Z).device)
     whitened = Z / xp.std(Z, axis=0)
     return xp.exp(-alpha * xp.mean(whitened * whitened, axis=1))
+
+
+def random_fourier_features(F, n_components, rng):
+    """Random Fourier features of the Gaussian kernel (Rahimi & Recht, 2007).
+
+    ``phi(x) = sqrt(2 / D) cos(W^T x + b)`` with ``W ~ N(0, 2 / h^2)`` and the
+    bandwidth ``h^2`` the median squared distance between rows (of a sample
+    of at most 500), so that ``phi(x) . phi(y) ~ exp(-||x - y||^2 / h^2)``.
+    ``rng`` is a NumPy Generator (host draws, any backend).
+    """
+    backend = get_backend(F)
+    xp = backend.xp
+    n, d = F.shape
+    sample = xp.take(
+        F, backend.indices(rng.choice(n, min(n, 500), replace=False)), axis=0
+    )
+    sq = xp.sum(sample * sample, axis=1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (sample @ sample.T)
+    positive = backend.ops.to_host(d2)[backend.ops.to_host(d2) > 1e-12]
+    h2 = float(np.median(positive)) if positive.size else 1.0
+    W = backend.asarray(
+        rng.standard_normal((d, n_components)) * np.sqrt(2.0 / h2), F.dtype
+    )
+    b = backend.asarray(rng.uniform(0.0, 2.0 * np.pi, n_components), F.dtype)
+    return math.sqrt(2.0 / n_components) * xp.cos(F @ W + b)
 
 
 class FrequentDirectionsSketch:
