@@ -37,8 +37,8 @@ def _parser():
     run.add_argument(
         "--selectors",
         default="full,random,graft",
-        help="comma-separated: full, random, graft, or a GRAFT variant "
-        "(graft-full, graft-weighted, graft-gradient, graft-mixed, graft-u)",
+        help="comma-separated: full, random, graft, sage, or a variant "
+        "(see docs/graft.md)",
     )
     run.add_argument("--fraction", type=float, default=0.3)
     run.add_argument(
@@ -51,6 +51,12 @@ def _parser():
     run.add_argument("--mode", default="refresh", choices=["refresh", "online"])
     run.add_argument("--refresh-every", type=int, default=2)
     run.add_argument("--eps", type=float, default=0.1, help="GRAFT residual target")
+    run.add_argument(
+        "--warm-start",
+        type=int,
+        default=0,
+        help="epochs on random subsets before the first selection round",
+    )
     run.add_argument("--batch-size", type=int, default=128)
     run.add_argument("--lr", type=float, default=1e-3)
     run.add_argument(
@@ -66,31 +72,48 @@ def _parser():
 
 
 # Selector names for --selectors: the baselines and the GRAFT variants the
-# training benchmark compares.
+# training benchmark compares. A variant's "min_fraction" is a share of
+# --fraction; "warm_start" is the wrapper's.
+_GREEDY = {"sampling": "greedy"}
 _GRAFT_VARIANTS = {
-    "graft": {},
-    "graft-full": {"min_fraction": None},  # always the whole budget
-    "graft-weighted": {"weighted": True},
-    "graft-gradient": {"features": "gradient"},
-    "graft-mixed": {"features": "mixed"},
-    "graft-u": {"coordinates": "u"},
-    "graft-typ": {"typicality": 1.0},
-    "graft-typ-full": {"typicality": 1.0, "min_fraction": None},
+    "graft": {},  # GraftSelector's defaults: volume sampling, the whole budget
+    "graft-volume": {"sampling": "volume"},
+    "graft-greedy": _GREEDY,
+    "graft-rank": {**_GREEDY, "min_fraction": 0.5},  # the rank rule may stop early
+    "graft-weighted": {**_GREEDY, "weighted": True},
+    "graft-gradient": {**_GREEDY, "features": "gradient"},
+    "graft-mixed": {**_GREEDY, "features": "mixed"},
+    "graft-u": {**_GREEDY, "coordinates": "u"},
+    "graft-typ": {**_GREEDY, "typicality": 1.0},
+    "graft-strat": {**_GREEDY, "stratify": True},
+    "graft-kernel": {
+        **_GREEDY,
+        "features": "kernel",
+        "stratify": True,
+        "typicality": 1.0,
+    },
+    "graft-half-random": {**_GREEDY, "stratify": True, "random_share": 0.5},
+    "graft-pool": {"sampling": "volume", "pool": 2},
+    "graft-warm": {"sampling": "volume", "warm_start": 1},
 }
-SELECTORS = ("full", "random", *_GRAFT_VARIANTS)
+_SAGE_VARIANTS = {"sage": {}, "sage-overall": {"class_balanced": False}}
+SELECTORS = ("full", "random", *_GRAFT_VARIANTS, *_SAGE_VARIANTS)
 
 
 def _selector(name, args):
-    from graft import GraftSelector, RandomSelector
+    from graft import GraftSelector, RandomSelector, SageSelector
 
     if name == "full":
         return None
     if name == "random":
         return RandomSelector(args.fraction)
+    if name in _SAGE_VARIANTS:
+        return SageSelector(args.fraction, **_SAGE_VARIANTS[name])
     if name in _GRAFT_VARIANTS:
         options = dict(_GRAFT_VARIANTS[name])
+        options.pop("warm_start", None)  # a wrapper option, see run_one
         if "min_fraction" in options:
-            options["min_fraction"] = args.fraction
+            options["min_fraction"] *= args.fraction
         return GraftSelector(args.fraction, eps=args.eps, **options)
     raise SystemExit(
         f"graft run: unknown selector {name!r}; use one of {', '.join(SELECTORS)}."
@@ -134,6 +157,7 @@ def run_one(args, name, seed, train, test, info, log):
         refresh_every=args.refresh_every,
         mode=args.mode,
         seed=seed,
+        warm_start=_GRAFT_VARIANTS.get(name, {}).get("warm_start", args.warm_start),
         progress=not args.quiet,
     )
     history, wall, cpu0 = [], 0.0, time.process_time()

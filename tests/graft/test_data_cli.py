@@ -95,14 +95,14 @@ def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
 
 
 def test_graft_run_rejects_bad_flags(tmp_path):
-    with pytest.raises(SystemExit, match=r"unknown selector 'sage'; use one of full"):
+    with pytest.raises(SystemExit, match=r"unknown selector 'grafty'; use one of full"):
         main(
             [
                 "run",
                 "--dataset",
                 "digits",
                 "--selectors",
-                "full,sage",
+                "full,grafty",
                 "--out",
                 str(tmp_path),
             ]

@@ -192,7 +192,8 @@ def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
 
     model, data = _model(), _data(64)
     x, y = data.tensors
-    sel = GraftSelector(0.5, eps=0.3, weighted=False).select(model, x, y)
+    selector = GraftSelector(0.5, eps=0.3, min_fraction=0.25, sampling="greedy")
+    sel = selector.select(model, x, y)
     h, logits = penultimate(model, x)
     G = last_layer_gradients(h.double(), logits.double(), y)
     order = _pick_order(h.double(), 32, "us")
@@ -216,7 +217,7 @@ def test_graft_selector_weights_are_the_least_squares_weights():
 
     model, data = _model(), _data(64)
     x, y = data.tensors
-    sel = GraftSelector(0.5, weighted=True).select(model, x, y)
+    sel = GraftSelector(0.5, weighted=True, sampling="greedy").select(model, x, y)
     h, logits = penultimate(model, x)
     G = last_layer_gradients(h.double(), logits.double(), y)
     expected = subset_weights(G, sel.indices.tolist()).float()
@@ -230,19 +231,48 @@ def test_typicality_keeps_graft_away_from_outlying_samples():
 
         def __init__(self):
             super().__init__()
-            self.head = nn.Linear(5, 3)
+            self.head = nn.Linear(16, 3)
 
         def forward(self, x):
             return self.head(x)
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(100, 5, generator=g)
+    x = torch.randn(100, 16, generator=g)
     x[:3] *= 15  # three far outliers
     y = torch.randint(0, 3, (100,), generator=g)
     model = Identity()
-    plain = GraftSelector(0.1, min_fraction=0.1).select(model, x, y).indices
-    typical = GraftSelector(0.1, min_fraction=0.1, typicality=2.0).select(model, x, y)
+    plain = GraftSelector(0.1, sampling="greedy").select(model, x, y).indices
+    typical = GraftSelector(0.1, sampling="greedy", typicality=2.0).select(model, x, y)
     assert set(range(3)) <= set(plain.tolist())
     assert not set(range(3)) & set(typical.indices.tolist())
     with pytest.raises(ValueError, match=r"typicality \(-1\)"):
         GraftSelector(0.1, typicality=-1)
+
+
+@pytest.mark.parametrize("mode", ["refresh", "online"])
+def test_warm_start_draws_random_subsets_then_selects(mode):
+    data, model = _data(), _model()
+    options = {"batch_size": 32, "refresh_every": 5, "mode": mode, "seed": 2}
+    warm = Graft(model, data, selector=GraftSelector(0.3), warm_start=2, **options)
+    rand = Graft(model, data, selector=RandomSelector(0.3), **options)
+    graft = Graft(model, data, selector=GraftSelector(0.3), **options)
+
+    def served(g, epoch):
+        return [b.indices.tolist() for b in g.batches(epoch)]
+
+    for epoch in range(4):
+        expected = rand if epoch < 2 else graft
+        if mode == "refresh" and epoch == 2:
+            graft.refresh(2)  # the first selection round comes at the warm start
+        if mode == "online" or epoch in (0, 2):
+            assert served(warm, epoch) == served(expected, epoch)
+        else:
+            ours, theirs = served(warm, epoch), served(expected, epoch - 1)
+            assert sorted(i for b in ours for i in b) == sorted(
+                i for b in theirs for i in b
+            )
+    if mode == "refresh":
+        rounds = [h["epoch"] for h in warm.history if h["ranks"]]
+        assert rounds == [0, 2]
+    with pytest.raises(ValueError, match=r"warm_start \(-1\) must be an integer >= 0"):
+        Graft(model, data, selector=GraftSelector(0.3), warm_start=-1)

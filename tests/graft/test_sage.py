@@ -1,0 +1,123 @@
+"""SageSelector: agreement scores against a brute-force oracle, constant memory."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
+
+import graft._selectors as selectors  # noqa: E402
+from graft import Graft, SageSelector  # noqa: E402
+from graft._features import last_layer_gradients, penultimate  # noqa: E402
+from maxvol_kit._groups import allocate  # noqa: E402
+
+
+def _data(n=300, d=6, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    y = (X @ torch.randn(d, classes, generator=g)).argmax(dim=1)
+    flip = torch.rand(n, generator=g) < 0.2  # some label noise
+    y[flip] = torch.randint(0, classes, (int(flip.sum()),), generator=g)
+    return TensorDataset(X, y)
+
+
+def _model(d=6, classes=3, hidden=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, classes))
+
+
+def _oracle(model, X, y, fraction, balanced):
+    """Cosine of each exact last-layer gradient to the mean, top per class."""
+    h, logits = penultimate(model, X)
+    G = last_layer_gradients(h.double(), logits.double(), y)
+    mean = G.mean(dim=0)
+    scores = (G @ mean) / (G.norm(dim=1) * mean.norm())
+    k = math.floor(fraction * len(y) + 1e-9)
+    if not balanced:
+        return set(torch.argsort(scores, descending=True)[:k].tolist())
+    members = [torch.nonzero(y == c)[:, 0] for c in torch.unique(y)]
+    alloc = allocate([len(m) for m in members], k)
+    keep = set()
+    for rows, kc in zip(members, alloc.tolist(), strict=True):
+        keep |= set(rows[torch.argsort(scores[rows], descending=True)[:kc]].tolist())
+    return keep
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_round_keeps_the_samples_that_agree_most_with_the_mean_gradient(balanced):
+    # D = 3 classes x (3 + 1) = 12 <= sketch_size: the sketch spans the whole
+    # gradient space, so the scores are the exact cosines.
+    data, model = _data(), _model()
+    selector = SageSelector(0.2, sketch_size=16, class_balanced=balanced)
+    graft = Graft(model, data, selector=selector, batch_size=64, seed=3)
+    graft.refresh(0)
+    chosen = graft.state_dict()["selected_indices"].tolist()
+    assert len(chosen) == len(set(chosen)) == 60
+    X, y = data.tensors
+    assert set(chosen) == _oracle(model, X, y, 0.2, balanced)
+
+
+def test_online_selection_is_the_round_within_the_batch():
+    data, model = _data(n=90), _model()
+    X, y = data.tensors
+    sel = SageSelector(0.3, sketch_size=16).select(model, X, y)
+    assert set(sel.indices.tolist()) == _oracle(model, X, y, 0.3, True)
+    assert torch.all(sel.weights == 1)
+
+
+def test_sketch_memory_does_not_grow_with_the_number_of_samples(monkeypatch):
+    sizes = []
+
+    class Recording(selectors.FrequentDirectionsSketch):
+        def update(self, X):
+            super().update(X)
+            sizes.append(tuple(self._buffer.shape))
+            return self
+
+    monkeypatch.setattr(selectors, "FrequentDirectionsSketch", Recording)
+    model = _model(hidden=8)
+    for n in (200, 2000):
+        sizes.clear()
+        graft = Graft(model, _data(n=n), selector=SageSelector(0.1, sketch_size=4))
+        graft.refresh(0)
+        assert set(sizes) == {(8, 3 * 9)}  # 2 * sketch_size rows, D columns
+        assert len(sizes) == math.ceil(n / 128)
+
+
+def test_class_balance_follows_the_class_counts():
+    data, model = _data(n=400), _model()
+    graft = Graft(model, data, selector=SageSelector(0.1), batch_size=50)
+    graft.refresh(0)
+    _, y = data.tensors
+    chosen = graft.state_dict()["selected_indices"]
+    counts = torch.bincount(y, minlength=3)
+    assert torch.bincount(y[chosen], minlength=3).tolist() == (
+        allocate(counts.tolist(), 40).tolist()
+    )
+
+
+def test_a_failed_round_keeps_the_previous_selection():
+    data, model = _data(), _model()
+    graft = Graft(model, data, selector=SageSelector(0.2), batch_size=64)
+    graft.refresh(0)
+    before = graft.state_dict()["selected_indices"].clone()
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="previous selection and the model"):
+        graft.refresh(1)
+    assert torch.equal(graft.state_dict()["selected_indices"], before)
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"sketch_size": 0}, r"sketch_size \(0\)"),
+        ({"sketch_size": 2.5}, r"sketch_size \(2.5\)"),
+        ({"features": "embedding"}, r"features \('embedding'\)"),
+    ],
+)
+def test_bad_options_name_the_parameter(options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        SageSelector(0.1, **options)
