@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo maxvol-demo test lint bench clean
+.PHONY: venv demo maxvol-demo test lint docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,lint]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,lint,docs]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -34,12 +34,16 @@ maxvol-demo: venv
 
 # SCIPY_ARRAY_API=1 lets scikit-learn's checks run the estimators on torch and
 # array_api_strict inputs too (array-API dispatch needs it set before import).
-test: venv lint
+test: venv lint docs
 	SCIPY_ARRAY_API=1 $(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The HTML documentation in docs/_build/html (Sphinx; warnings are errors).
+docs: venv
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # The full benchmarks of the docs (several minutes).
 bench: venv
@@ -47,4 +51,4 @@ bench: venv
 	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/backend_bench.py --out docs/benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/generated
