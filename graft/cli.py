@@ -96,7 +96,11 @@ _GRAFT_VARIANTS = {
     "graft-pool": {"sampling": "volume", "pool": 2},
     "graft-warm": {"sampling": "volume", "warm_start": 1},
 }
-_SAGE_VARIANTS = {"sage": {}, "sage-overall": {"class_balanced": False}}
+_SAGE_VARIANTS = {
+    "sage": {},  # SageSelector's defaults: spread over the agreement order
+    "sage-top": {"keep": "top"},
+    "sage-top-overall": {"keep": "top", "class_balanced": False},
+}
 SELECTORS = ("full", "random", *_GRAFT_VARIANTS, *_SAGE_VARIANTS)
 
 

@@ -28,42 +28,51 @@ def _model(d=6, classes=3, hidden=3, seed=0):
     return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, classes))
 
 
-def _oracle(model, X, y, fraction, balanced):
-    """Cosine of each exact last-layer gradient to the mean, top per class."""
+def _oracle(model, X, y, fraction, balanced, keep="top"):
+    """Cosine of each exact last-layer gradient to the mean, top per class
+    (or evenly spaced ranks of the cosine order with keep="spread")."""
     h, logits = penultimate(model, X)
     G = last_layer_gradients(h.double(), logits.double(), y)
     mean = G.mean(dim=0)
     scores = (G @ mean) / (G.norm(dim=1) * mean.norm())
     k = math.floor(fraction * len(y) + 1e-9)
+
+    def pick(rows, kc):
+        order = rows[torch.argsort(scores[rows], descending=True)]
+        if keep == "top":
+            return set(order[:kc].tolist())
+        return {int(order[int((j + 0.5) * len(order) / kc)]) for j in range(kc)}
+
     if not balanced:
-        return set(torch.argsort(scores, descending=True)[:k].tolist())
+        return pick(torch.arange(len(y)), k)
     members = [torch.nonzero(y == c)[:, 0] for c in torch.unique(y)]
     alloc = allocate([len(m) for m in members], k)
-    keep = set()
+    chosen = set()
     for rows, kc in zip(members, alloc.tolist(), strict=True):
-        keep |= set(rows[torch.argsort(scores[rows], descending=True)[:kc]].tolist())
-    return keep
+        chosen |= pick(rows, kc)
+    return chosen
 
 
+@pytest.mark.parametrize("keep", ["top", "spread"])
 @pytest.mark.parametrize("balanced", [True, False])
-def test_round_keeps_the_samples_that_agree_most_with_the_mean_gradient(balanced):
+def test_round_keeps_the_samples_that_agree_most_with_the_mean_gradient(balanced, keep):
     # D = 3 classes x (3 + 1) = 12 <= sketch_size: the sketch spans the whole
     # gradient space, so the scores are the exact cosines.
     data, model = _data(), _model()
-    selector = SageSelector(0.2, sketch_size=16, class_balanced=balanced)
+    selector = SageSelector(0.2, sketch_size=16, class_balanced=balanced, keep=keep)
     graft = Graft(model, data, selector=selector, batch_size=64, seed=3)
     graft.refresh(0)
     chosen = graft.state_dict()["selected_indices"].tolist()
     assert len(chosen) == len(set(chosen)) == 60
     X, y = data.tensors
-    assert set(chosen) == _oracle(model, X, y, 0.2, balanced)
+    assert set(chosen) == _oracle(model, X, y, 0.2, balanced, keep)
 
 
 def test_online_selection_is_the_round_within_the_batch():
     data, model = _data(n=90), _model()
     X, y = data.tensors
     sel = SageSelector(0.3, sketch_size=16).select(model, X, y)
-    assert set(sel.indices.tolist()) == _oracle(model, X, y, 0.3, True)
+    assert set(sel.indices.tolist()) == _oracle(model, X, y, 0.3, True, "spread")
     assert torch.all(sel.weights == 1)
 
 
@@ -116,8 +125,27 @@ def test_a_failed_round_keeps_the_previous_selection():
         ({"sketch_size": 0}, r"sketch_size \(0\)"),
         ({"sketch_size": 2.5}, r"sketch_size \(2.5\)"),
         ({"features": "embedding"}, r"features \('embedding'\)"),
+        ({"keep": "bottom"}, r"keep \('bottom'\) must be 'spread' or 'top'"),
     ],
 )
 def test_bad_options_name_the_parameter(options, pattern):
     with pytest.raises(ValueError, match=pattern):
         SageSelector(0.1, **options)
+
+
+def test_compressed_gradient_features_plug_in():
+    from graft import FactGraSS
+
+    data, model = _data(n=200), _model(hidden=8)
+    compressor = FactGraSS(model, proj_dim=64, seed=0)
+    calls = []
+
+    def features(m, x, t):
+        calls.append(len(t))
+        return compressor.per_sample_gradients(x, t)
+
+    graft = Graft(model, data, selector=SageSelector(0.1, features=features))
+    graft.refresh(0)
+    chosen = graft.state_dict()["selected_indices"].tolist()
+    assert len(chosen) == len(set(chosen)) == 20
+    assert sum(calls) == 2 * 200  # two passes over the data
