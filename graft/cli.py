@@ -74,10 +74,10 @@ def _parser():
 # Selector names for --selectors: the baselines and the GRAFT variants the
 # training benchmark compares. A variant's "min_fraction" is a share of
 # --fraction; "warm_start" is the wrapper's.
-_GREEDY = {"sampling": "greedy"}
+_GREEDY = {"sampling": "greedy", "pool": None}
 _GRAFT_VARIANTS = {
-    "graft": {},  # GraftSelector's defaults: volume sampling, the whole budget
-    "graft-volume": {"sampling": "volume"},
+    "graft": {},  # GraftSelector's defaults: volume sampling in a pool of 2x budget
+    "graft-volume": {"sampling": "volume", "pool": None},
     "graft-greedy": _GREEDY,
     "graft-rank": {**_GREEDY, "min_fraction": 0.5},  # the rank rule may stop early
     "graft-weighted": {**_GREEDY, "weighted": True},
@@ -93,8 +93,9 @@ _GRAFT_VARIANTS = {
         "typicality": 1.0,
     },
     "graft-half-random": {**_GREEDY, "stratify": True, "random_share": 0.5},
+    "graft-volume-strat": {"sampling": "volume", "stratify": True, "pool": None},
     "graft-pool": {"sampling": "volume", "pool": 2},
-    "graft-warm": {"sampling": "volume", "warm_start": 1},
+    "graft-warm": {"sampling": "volume", "pool": None, "warm_start": 1},
 }
 _SAGE_VARIANTS = {
     "sage": {},  # SageSelector's defaults: spread over the agreement order

@@ -47,7 +47,9 @@ def test_allocate_is_largest_remainder_with_one_per_group():
 
 def test_stratified_selection_has_the_proportional_class_counts():
     x, y = _batch()
-    sel = _select(GraftSelector(0.25, stratify=True, sampling="greedy"), x, y)
+    sel = _select(
+        GraftSelector(0.25, stratify=True, sampling="greedy", pool=None), x, y
+    )
     k = math.floor(0.25 * len(y))
     assert len(sel.indices) == k == len(set(sel.indices.tolist()))
     counts = torch.bincount(y, minlength=4)
@@ -57,7 +59,9 @@ def test_stratified_selection_has_the_proportional_class_counts():
 
 def test_stratified_picks_within_a_class_follow_its_greedy_volume_order():
     x, y = _batch()
-    sel = _select(GraftSelector(0.25, stratify=True, sampling="greedy"), x, y)
+    sel = _select(
+        GraftSelector(0.25, stratify=True, sampling="greedy", pool=None), x, y
+    )
     for c in range(4):
         rows = torch.nonzero(y == c)[:, 0]
         picked = [int(i) for i in sel.indices if y[i] == c]
@@ -67,15 +71,22 @@ def test_stratified_picks_within_a_class_follow_its_greedy_volume_order():
 
 def test_random_share_keeps_the_greedy_head_and_fills_with_random_rows():
     x, y = _batch()
-    plain = _select(GraftSelector(0.25, sampling="greedy"), x, y).indices
-    half = _select(GraftSelector(0.25, sampling="greedy", random_share=0.5), x, y)
+    plain = _select(GraftSelector(0.25, sampling="greedy", pool=None), x, y).indices
+    half = _select(
+        GraftSelector(0.25, sampling="greedy", random_share=0.5, pool=None), x, y
+    )
     k = len(plain)
     head = k - round(0.5 * k)
     assert half.indices[:head].tolist() == plain[:head].tolist()
     assert len(half.indices) == k == len(set(half.indices.tolist()))
     draws = {
         tuple(
-            _select(GraftSelector(0.25, sampling="greedy", random_share=0.5), x, y, s)
+            _select(
+                GraftSelector(0.25, sampling="greedy", random_share=0.5, pool=None),
+                x,
+                y,
+                s,
+            )
             .indices[head:]
             .tolist()
         )
@@ -86,14 +97,14 @@ def test_random_share_keeps_the_greedy_head_and_fills_with_random_rows():
 
 def test_full_budget_is_kept_when_the_features_have_low_rank():
     x, y = _batch(n=100, d=5)
-    sel = _select(GraftSelector(0.2, sampling="greedy"), x, y)
+    sel = _select(GraftSelector(0.2, sampling="greedy", pool=None), x, y)
     assert len(sel.indices) == 20 == len(set(sel.indices.tolist()))
 
 
 def test_pool_selects_among_a_random_pool_of_the_batch():
     x, y = _batch()
     big = _select(GraftSelector(0.1, sampling="greedy", pool=100), x, y).indices
-    plain = _select(GraftSelector(0.1, sampling="greedy"), x, y).indices
+    plain = _select(GraftSelector(0.1, sampling="greedy", pool=None), x, y).indices
     assert big.tolist() == plain.tolist()  # a pool as large as the batch
     sel = _select(GraftSelector(0.1, sampling="greedy", pool=2), x, y, seed=3)
     k = math.floor(0.1 * len(y))
@@ -108,7 +119,7 @@ def test_pool_selects_among_a_random_pool_of_the_batch():
 def test_volume_sampling_prefers_high_leverage_rows_and_reweights_them():
     x, y = _batch(n=60, d=12)
     x[:4] *= 6  # four high-leverage rows
-    selector = GraftSelector(0.1)
+    selector = GraftSelector(0.1, pool=None)
     hits = torch.zeros(60)
     for s in range(200):
         sel = _select(selector, x, y, s)
@@ -125,7 +136,7 @@ def test_volume_sampling_weights_reduce_the_bias_of_the_mean():
     x, y = _batch(n=60, d=12)
     x[:4] *= 6
     target = x.mean(dim=0)
-    selector = GraftSelector(0.2)
+    selector = GraftSelector(0.2, pool=None)
     weighted, plain = torch.zeros(12), torch.zeros(12)
     draws = 300
     for s in range(draws):

@@ -192,7 +192,9 @@ def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
 
     model, data = _model(), _data(64)
     x, y = data.tensors
-    selector = GraftSelector(0.5, eps=0.3, min_fraction=0.25, sampling="greedy")
+    selector = GraftSelector(
+        0.5, eps=0.3, min_fraction=0.25, sampling="greedy", pool=None
+    )
     sel = selector.select(model, x, y)
     h, logits = penultimate(model, x)
     G = last_layer_gradients(h.double(), logits.double(), y)
@@ -217,7 +219,9 @@ def test_graft_selector_weights_are_the_least_squares_weights():
 
     model, data = _model(), _data(64)
     x, y = data.tensors
-    sel = GraftSelector(0.5, weighted=True, sampling="greedy").select(model, x, y)
+    sel = GraftSelector(0.5, weighted=True, sampling="greedy", pool=None).select(
+        model, x, y
+    )
     h, logits = penultimate(model, x)
     G = last_layer_gradients(h.double(), logits.double(), y)
     expected = subset_weights(G, sel.indices.tolist()).float()
@@ -241,8 +245,10 @@ def test_typicality_keeps_graft_away_from_outlying_samples():
     x[:3] *= 15  # three far outliers
     y = torch.randint(0, 3, (100,), generator=g)
     model = Identity()
-    plain = GraftSelector(0.1, sampling="greedy").select(model, x, y).indices
-    typical = GraftSelector(0.1, sampling="greedy", typicality=2.0).select(model, x, y)
+    plain = GraftSelector(0.1, sampling="greedy", pool=None).select(model, x, y).indices
+    typical = GraftSelector(0.1, sampling="greedy", typicality=2.0, pool=None).select(
+        model, x, y
+    )
     assert set(range(3)) <= set(plain.tolist())
     assert not set(range(3)) & set(typical.indices.tolist())
     with pytest.raises(ValueError, match=r"typicality \(-1\)"):
