@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +28,22 @@ from _page import update_page
 from graft._data import load_dataset
 from graft.cli import _parser, run_one
 
-VARIANTS = ("random", "graft", "graft-full", "graft-weighted")
+VARIANTS = (
+    "random",
+    "graft-volume",
+    "graft-half-random",
+    "graft-greedy",
+    "graft-rank",
+    "graft-weighted",
+    "graft-gradient",
+    "graft-mixed",
+    "graft-u",
+    "graft-strat",
+    "graft-kernel",
+    "graft-pool",
+    "graft-warm",
+)
+ONLINE_VARIANTS = ("random", "graft-volume", "graft-greedy")
 
 
 def _args(fraction, mode, epochs, refresh_every):
@@ -48,11 +65,10 @@ def _args(fraction, mode, epochs, refresh_every):
     )
 
 
-def bench(train_size, epochs, seeds, fractions, modes, refresh_every, variants):
+def bench(
+    train_size, epochs, seeds, fractions, modes, refresh_every, variants, online, full
+):
     """All runs; one summary row per (fraction, mode, selector)."""
-    import torch
-
-    torch.set_num_threads(2)
     train, test, info = load_dataset("fashion-mnist", train_size=train_size)
     rows, runs = [], []
 
@@ -79,17 +95,18 @@ def bench(train_size, epochs, seeds, fractions, modes, refresh_every, variants):
             flush=True,
         )
 
-    full_args = _args(1.0, "refresh", epochs, refresh_every)
-    full = [
-        run_one(full_args, "full", s, train, test, info, lambda *a: None)
-        for s in range(seeds)
-    ]
-    runs += full
-    summarize(1.0, "-", "full", full)
+    if full:
+        full_args = _args(1.0, "refresh", epochs, refresh_every)
+        results = [
+            run_one(full_args, "full", s, train, test, info, lambda *a: None)
+            for s in range(seeds)
+        ]
+        runs += results
+        summarize(1.0, "-", "full", results)
     for fraction in fractions:
         for mode in modes:
             args = _args(fraction, mode, epochs, refresh_every)
-            for name in variants:
+            for name in variants if mode == "refresh" else online:
                 results = [
                     run_one(args, name, s, train, test, info, lambda *a: None)
                     for s in range(seeds)
@@ -98,18 +115,23 @@ def bench(train_size, epochs, seeds, fractions, modes, refresh_every, variants):
                     r.update(fraction=fraction, mode=mode)
                 runs += results
                 summarize(fraction, mode, name, results)
-    full_time = rows[0]["wall_time_s"]
     for row in rows:
-        row["time_vs_full"] = row["wall_time_s"] / full_time
+        row["time_vs_full"] = (
+            row["wall_time_s"] / rows[0]["wall_time_s"] if full else None
+        )
     return rows, runs
+
+
+def _ratio(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 def markdown(meta, rows):
     lines = [
         f"Measured {meta['date']}: Fashion-MNIST, {meta['train_size']} training "
         f"rows, small CNN, {meta['epochs']} epochs, rounds every "
-        f"{meta['refresh_every']} epochs (refresh mode), {meta['seeds']} seeds, "
-        "2 threads.",
+        f"{meta['refresh_every']} epochs (refresh mode), {meta['seeds']} seeds; "
+        f"{meta['machine']}.",
         "",
         "| fraction | mode | selector | test accuracy % | fraction achieved "
         "| wall time vs full | selection share |",
@@ -119,39 +141,44 @@ def markdown(meta, rows):
         lines.append(
             f"| {r['fraction']} | {r['mode']} | {r['selector']} "
             f"| {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} "
-            f"| {r['fraction_achieved']:.3f} | {r['time_vs_full']:.2f} "
+            f"| {r['fraction_achieved']:.3f} | {_ratio(r['time_vs_full'])} "
             f"| {r['selection_share']:.1%} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot(rows, path):
+    """One panel per (fraction, mode): each selector's accuracy, with random's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
     full = rows[0]
-    ax.axhline(full["accuracy_mean"], color="gray", ls="--", label="full data")
-    series = sorted({(r["mode"], r["selector"]) for r in rows[1:]})
-    for (mode, name), marker in zip(series, "osD^v<>p*h", strict=False):
-        pts = [r for r in rows if (r["mode"], r["selector"]) == (mode, name)]
-        ax.errorbar(
-            [r["time_vs_full"] for r in pts],
-            [r["accuracy_mean"] for r in pts],
-            yerr=[r["accuracy_std"] for r in pts],
-            marker=marker,
-            ls="",
-            capsize=3,
-            label=f"{name} ({mode})",
-        )
-    ax.set(
-        xlabel="wall time / full-data wall time",
-        ylabel="test accuracy (%)",
-        title="Fashion-MNIST: accuracy against training time",
+    panels = sorted({(r["fraction"], r["mode"]) for r in rows[1:]})
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 5.5), squeeze=False
     )
-    ax.legend(fontsize=7)
+    for ax, (fraction, mode) in zip(axes[0], panels, strict=True):
+        pts = sorted(
+            (r for r in rows if (r["fraction"], r["mode"]) == (fraction, mode)),
+            key=lambda r: r["accuracy_mean"],
+        )
+        ax.errorbar(
+            [r["accuracy_mean"] for r in pts],
+            range(len(pts)),
+            xerr=[r["accuracy_std"] for r in pts],
+            fmt="o",
+            capsize=3,
+        )
+        for r in pts:
+            if r["selector"] == "random":
+                ax.axvline(r["accuracy_mean"], color="tab:red", ls=":", label="random")
+        ax.axvline(full["accuracy_mean"], color="gray", ls="--", label="full data")
+        ax.set_yticks(range(len(pts)), [r["selector"] for r in pts], fontsize=8)
+        ax.set(xlabel="test accuracy (%)", title=f"fraction {fraction}, {mode}")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Fashion-MNIST, small CNN: mean +- std over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -166,9 +193,25 @@ def main(argv=None):
     parser.add_argument("--fractions", default="0.1,0.3")
     parser.add_argument("--modes", default="refresh,online")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--online-variants", default=",".join(ONLINE_VARIANTS))
+    parser.add_argument(
+        "--table",
+        default="train-table",
+        help="marker of the table in the page, and the name of the result files",
+    )
+    parser.add_argument(
+        "--page", type=Path, default=None, help="default: benchmarks.md"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--no-full", action="store_true", help="skip the full-data runs (no time ratio)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     fractions = [float(f) for f in args.fractions.split(",")]
+    import torch
+
+    torch.set_num_threads(args.threads)
     rows, runs = bench(
         args.train_size,
         args.epochs,
@@ -177,6 +220,8 @@ def main(argv=None):
         args.modes.split(","),
         args.refresh_every,
         args.variants.split(","),
+        args.online_variants.split(","),
+        not args.no_full,
     )
     meta = {
         "date": time.strftime("%Y-%m-%d"),
@@ -184,16 +229,18 @@ def main(argv=None):
         "epochs": args.epochs,
         "refresh_every": args.refresh_every,
         "seeds": args.seeds,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads",
     }
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "train_results.json").write_text(
+        stem = "train" if args.table == "train-table" else args.table
+        (args.out / f"{stem}_results.json").write_text(
             json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=2)
         )
-        plot(rows, args.out / "train_accuracy.png")
-        update_page(
-            args.out.parent / "benchmarks.md", "train-table", markdown(meta, rows)
-        )
+        plot(rows, args.out / f"{stem}_accuracy.png")
+        page = args.page or args.out.parent / "benchmarks.md"
+        update_page(page, args.table, markdown(meta, rows))
     return rows
 
 
