@@ -45,10 +45,20 @@ lint: venv
 docs: venv
 	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
-# The full benchmarks of the docs (several minutes).
+# Every benchmark of the docs, results into docs/benchmarks and the pages (about two
+# hours on 2 cores; the training benchmark is most of it).
+BENCH = OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks
 bench: venv
-	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/maxvol_bench.py --out docs/benchmarks
-	OPENBLAS_NUM_THREADS=2 $(BIN)/python benchmarks/backend_bench.py --out docs/benchmarks
+	$(BENCH)/maxvol_bench.py --out docs/benchmarks
+	$(BENCH)/backend_bench.py --out docs/benchmarks
+	$(BENCH)/coreset_bench.py --out docs/benchmarks
+	$(BENCH)/train_bench.py --out docs/benchmarks
+	$(BENCH)/train_bench.py --fractions 0.05 --modes refresh \
+	  --variants random,sage,sage-top,sage-top-overall,graft-volume \
+	  --table sage-results --page docs/sage.md --out docs/benchmarks
+	$(BENCH)/prune_bench.py --out docs/benchmarks
+	$(BENCH)/compress_bench.py --out docs/benchmarks
+	$(BENCH)/distributed_bench.py --out docs/benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis docs/_build docs/generated
