@@ -12,6 +12,7 @@ from graft._attribution import attribute  # noqa: E402
 from graft._compress import FactGraSS, GraSS  # noqa: E402
 from graft._data import load_digits_split  # noqa: E402
 from graft._features import per_sample_gradients  # noqa: E402
+from tests.graft.helpers import full_batch_fit  # noqa: E402
 
 N_TRAIN, N_TEST, STEPS = 600, 40, 30
 
@@ -31,15 +32,7 @@ def _fit(X, y, steps=STEPS):
     model = nn.Sequential(
         nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
     )
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(X), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    return full_batch_fit(model, X, y, steps=steps, lr=1e-2)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from graft._compress import (  # noqa: E402
 )
 from maxvol_kit._sketch import dense_projection, sparse_sign_projection  # noqa: E402
 from tests.conftest import needs_gpu  # noqa: E402
+from tests.graft.helpers import full_batch_fit  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,15 +81,7 @@ def _classes(n, shape, n_classes=5, seed=1, dtype=torch.float32):
 
 
 def _trained(model, x, y, steps=60):
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    return full_batch_fit(model, x, y, steps=steps, lr=3e-3)
 
 
 def _exact(model, x, y, layers=None):
