@@ -134,8 +134,13 @@ def _worker(rank, world_size, store, out_dir):
     try:
         result = _experiment(world_size, os.path.join(out_dir, "ckpt.pt"))
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # both ranks are done communicating before teardown
     finally:
         dist.destroy_process_group()
+    # The results are saved: leave without the interpreter's exit handlers,
+    # where gloo's threads can abort a finished rank ("terminate called
+    # without an active exception", seen now and then on a busy machine).
+    os._exit(0)
 
 
 def _spawn(tmp_dir, timeout=120):
