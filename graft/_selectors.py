@@ -134,8 +134,8 @@ default="embedding"
     pool : float >= 1 or None, default=2
         Select among a uniformly random ``pool * budget`` of each batch only
         (the selection's forward pass runs on those); None: the whole batch.
-        Twice the budget halves what bias the volume picks keep and cuts the
-        selection's cost about fourfold at 0.1 of the data.
+        Twice the budget brought the picks level with random subsets at 0.1
+        of the data and cut the selection's cost about fourfold there.
     layer : str or None
         Name of the final ``nn.Linear`` (default: the last one).
 
