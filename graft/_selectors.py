@@ -256,8 +256,10 @@ default="embedding"
         if scale is not None:
             F = F * scale
         order, inclusion = self._order(F, y, k_max, generator)
-        residuals = prefix_residuals(G, order.tolist())
-        k = choose_rank(residuals, self.eps, min(k_min, len(order)), len(order))
+        k = len(order)
+        if k_min < k:  # the rank rule may stop early: residuals of the prefixes
+            residuals = prefix_residuals(G, order.tolist())
+            k = choose_rank(residuals, self.eps, k_min, k)
         rows = order[:k]
         if inclusion is not None:  # inverse inclusion probabilities, mean 1
             weights = _mean_one(1.0 / inclusion[rows])
