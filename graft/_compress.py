@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from maxvol_kit._sketch import host_rng
+from maxvol_kit._validation import check_int
 
 __all__ = [
     "FactGraSS",
@@ -58,11 +59,7 @@ _DENSE_ENTRIES = 1 << 20
 
 
 def _check_dim(value, name, fix):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}; {fix}.")
-    if value < 1:
-        raise ValueError(f"{name} ({value}) must be a positive integer; {fix}.")
-    return int(value)
+    return check_int(value, name=name, low=1, high=10**9, fix=fix)
 
 
 def _check_seed(seed):
