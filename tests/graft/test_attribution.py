@@ -17,13 +17,7 @@ from tests.graft.helpers import full_batch_fit  # noqa: E402
 N_TRAIN, N_TEST, STEPS = 600, 40, 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids waiting on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fit(X, y, steps=STEPS):

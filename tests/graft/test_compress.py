@@ -20,14 +20,7 @@ from maxvol_kit._sketch import dense_projection, sparse_sign_projection  # noqa:
 from tests.conftest import needs_gpu  # noqa: E402
 from tests.graft.helpers import full_batch_fit  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids waiting on busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyBlock(nn.Module):
