@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft._wrapper import GraftBatch
 from maxvol_kit import fast_maxvol
 
 __all__ = ["collect_activations", "prune_channels", "prune_model"]
@@ -477,9 +478,9 @@ def _batches(data, batch_size):
         yield from torch.split(data, batch_size)
         return
     for batch in data:
-        if hasattr(batch, "inputs"):  # GraftBatch
-            batch = batch.inputs
-        elif isinstance(batch, (tuple, list)):
+        if isinstance(batch, GraftBatch):
+            batch = batch.data
+        if isinstance(batch, (tuple, list)):
             batch = batch[0]
         if not isinstance(batch, torch.Tensor):
             raise TypeError(

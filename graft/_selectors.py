@@ -2,9 +2,15 @@
 
 Every selector has one method, ``select(model, inputs, targets, generator)``,
 that returns a :class:`Selection` of local indices into the batch and their
-weights. :class:`RandomSelector` is the baseline; :class:`GraftSelector` is
-GRAFT: low-rank sample coordinates, Fast MaxVol pick order, and the
-gradient-aware rank (``graft._rank``).
+weights. ``model(inputs)`` returns the logits and ``model.named_modules()``
+lists the layers (``Graft`` passes the user's model called through its
+``inputs=`` / ``outputs=`` format); ``inputs`` is a tensor or a dict / tuple
+of tensors, ``targets`` the class labels. Two attributes tell the wrapper
+what to record in the training passes: ``wants_embeddings`` (the input of
+the final ``nn.Linear``) and ``layer`` (which one; None: the last).
+:class:`RandomSelector` is the baseline; :class:`GraftSelector` is GRAFT:
+low-rank sample coordinates, Fast MaxVol pick order, and the gradient-aware
+rank (``graft._rank``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from graft._features import last_layer_gradients, penultimate
+from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
 from maxvol_kit._backend import get_backend
 from maxvol_kit._groups import allocate
@@ -73,6 +80,8 @@ class RandomSelector:
     """
 
     name = "random"
+    wants_embeddings = False
+    layer = None
 
     def __init__(self, fraction):
         self.fraction = _check_fraction(fraction)
@@ -219,6 +228,7 @@ default="embedding"
             )
         self.pool = pool
         self.layer = layer
+        self.wants_embeddings = not callable(features)
 
     def _features(self, model, inputs, targets, h, G):
         if callable(self.features):
@@ -236,10 +246,11 @@ default="embedding"
         k_max = _budget(self.fraction, n)
         k_min = min(k_max, max(1, math.floor(self.min_fraction * n)))
         pool = _candidates(n, k_max, self.pool, generator)
-        h, logits = penultimate(model, inputs[pool], self.layer)
-        y = targets[pool].cpu()
-        G = last_layer_gradients(h.double(), logits.double(), targets[pool])
-        F = self._features(model, inputs[pool], targets[pool], h, G).double()
+        inputs, targets = take(inputs, pool), targets[pool.to(targets.device)]
+        h, logits = penultimate(model, inputs, self.layer)
+        y = targets.cpu()
+        G = last_layer_gradients(h.double(), logits.double(), targets)
+        F = self._features(model, inputs, targets, h, G).double()
         if not (torch.isfinite(F).all() and torch.isfinite(G).all()):
             raise ValueError(
                 "non-finite features in the batch (NaN or inf in the model's "
@@ -489,6 +500,7 @@ class SageSelector:
         self.class_balanced = bool(class_balanced)
         self.features = features
         self.layer = layer
+        self.wants_embeddings = not callable(features)
 
     def _gradients(self, model, inputs, targets):
         if callable(self.features):

@@ -1,4 +1,16 @@
-"""Graft: the training-loop wrapper that serves selected samples with weights.
+"""Graft: data selection inside the user's own training loop.
+
+The user keeps their dataset, collate function, DataLoader options, model,
+loss, optimizer, scheduler, AMP and gradient accumulation. Graft adds:
+
+- :attr:`Graft.batch_sampler`, a ``Sampler[list[int]]`` that yields the
+  dataset indices of each epoch's training batches (``set_epoch``, ``len``),
+  and :meth:`Graft.dataloader`, a DataLoader over it whose batches are
+  :class:`GraftBatch` ``(data, weights, indices)``;
+- :meth:`Graft.set_epoch`, which runs a selection round when one is due;
+- :meth:`Graft.update`, one call per step: the weighted mean of the
+  per-sample losses, and the per-sample record (loss, embedding) of the
+  training pass (``graft._record``).
 
 Two modes:
 
@@ -7,12 +19,13 @@ Two modes:
   current model (no gradients) and keeps, per batch, the rows the selector
   picks; the epochs in between train on that subset, reshuffled each epoch.
 - ``"online"``: every batch of a full pass is reduced to its selection
-  before the backward pass.
+  before the training step; the batch sampler selects as the DataLoader asks
+  for the batch.
 
-Every batch carries the dataset index of each sample, so the selection is
-exact under shuffling, ``num_workers > 0`` and ``torch.distributed`` (each
-rank selects within its shard; the indices are all-gathered). All randomness
-comes from generators seeded by ``(seed, epoch)``, so a run resumed from
+Indices are exact under shuffling, ``num_workers > 0``, prefetching,
+persistent workers and ``torch.distributed`` (each rank selects within its
+shard; the selections and the record are all-gathered). All randomness comes
+from generators seeded by ``(seed, epoch)``, so a run resumed from
 ``state_dict()`` selects and trains exactly as an uninterrupted one.
 """
 
@@ -20,39 +33,65 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 import zlib
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Sampler
 
+from graft._features import find_final_linear
+from graft._format import (
+    BatchFormat,
+    Classifier,
+    IndexedCollate,
+    IndexedDataset,
+    to_device,
+)
+from graft._record import SampleRecord
 from graft._selectors import RandomSelector
 
-__all__ = ["Graft", "GraftBatch", "train_epoch"]
+__all__ = ["Graft", "GraftBatch", "GraftBatchSampler", "GraftLoader", "train_epoch"]
+
+# DataLoader options that the selection rounds' loaders take over from
+# Graft.dataloader(), so that they read the data the same way.
+_SHARED_LOADER_OPTIONS = (
+    "collate_fn",
+    "num_workers",
+    "pin_memory",
+    "worker_init_fn",
+    "multiprocessing_context",
+)
+# DataLoader options that the batch sampler decides, and where to set them.
+_SAMPLER_OPTIONS = {
+    "batch_size": "Graft(batch_size=...)",
+    "shuffle": "Graft(seed=...) (every epoch is shuffled)",
+    "sampler": "Graft's batch sampler",
+    "batch_sampler": "Graft's batch sampler",
+    "drop_last": "Graft(drop_last=...)",
+}
 
 
-@dataclass(frozen=True)
-class GraftBatch:
-    """A batch to train on: ``loss = (weights * per_sample_loss).mean()``."""
+class GraftBatch(NamedTuple):
+    """A training batch: ``loss = graft.update(batch, per_sample_losses)``.
 
-    inputs: torch.Tensor
-    targets: torch.Tensor
+    A named tuple, so that ``data, weights, indices = batch`` unpacks it and
+    Lightning moves it between devices.
+
+    Attributes
+    ----------
+    data : any
+        What the collate function made of the samples' rows.
+    weights : Tensor of shape (batch_size,)
+        Their loss weights (non-negative; ones unless the selector weights
+        its picks).
+    indices : Tensor of shape (batch_size,)
+        Their indices in the training dataset.
+    """
+
+    data: Any
     weights: torch.Tensor
     indices: torch.Tensor
-
-
-class _Indexed(Dataset):
-    """``(x, y, i)`` for each sample of a ``(x, y)`` dataset."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        x, y = self.dataset[i]
-        return x, y, i
 
 
 def _generator(seed, epoch, stream):
@@ -66,24 +105,114 @@ def _generator(seed, epoch, stream):
     )
 
 
+def _check_count(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a positive integer" if low else "an integer >= 0"
+        raise ValueError(f"{name} ({value!r}) must be {kind}.")
+    return value
+
+
+def _add_note(exc, note):
+    """PEP 678 note on ``exc`` (kept as ``__notes__`` before Python 3.11)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
+class GraftBatchSampler(Sampler):
+    """The dataset indices of each batch of the current epoch.
+
+    ``DataLoader(dataset, batch_sampler=graft.batch_sampler)`` trains on
+    what the selector chose. ``set_epoch(epoch)`` is ``graft.set_epoch``;
+    ``len()`` is the number of batches of the current epoch (in refresh
+    mode it is known once ``set_epoch`` has made the epoch's round).
+    """
+
+    def __init__(self, graft):
+        self._graft = graft
+
+    @property
+    def sampler(self):
+        # Lightning sets epochs through ``batch_sampler.sampler.set_epoch``.
+        return self
+
+    def set_epoch(self, epoch):
+        """``graft.set_epoch(epoch)``."""
+        self._graft.set_epoch(epoch)
+
+    def __iter__(self):
+        return self._graft._epoch_batches()
+
+    def __len__(self):
+        return self._graft._num_batches()
+
+
+class GraftLoader:
+    """``graft.dataloader()``: a DataLoader of :class:`GraftBatch` es.
+
+    The DataLoader (``.dataloader``) loads the rows of the batch sampler's
+    batches with their dataset indices; the weights are attached in the main
+    process from the current selection, so they are exact with any number of
+    workers.
+    """
+
+    def __init__(self, graft, dataloader):
+        self.graft = graft
+        self.dataloader = dataloader
+
+    @property
+    def batch_sampler(self):
+        """The graft's :class:`GraftBatchSampler`."""
+        return self.dataloader.batch_sampler
+
+    def __len__(self):
+        return len(self.dataloader)
+
+    def __iter__(self):
+        for data, indices in self.dataloader:
+            # Read per batch: online selection fills the weights as it goes.
+            yield GraftBatch(data, self.graft._weight_of[indices.cpu()], indices)
+
+
 class Graft:
-    """Serve each epoch's training batches from a selector's choice of samples.
+    """Train on the samples a selector picks, in the user's own loop.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model being trained (used, without gradients, to select).
-    dataset : torch Dataset of ``(input, target)`` pairs
+    dataset : torch Dataset
+        Rows of any format the collate function (default:
+        ``torch.utils.data.default_collate``) turns into batches.
     selector : selector or None
-        ``GraftSelector``, ``RandomSelector``...; None trains on all data.
+        ``GraftSelector``, ``SageSelector``, ``RandomSelector``...; None
+        trains on all data.
     batch_size : int, default=128
     refresh_every : int, default=5
         Epochs between selection rounds (mode ``"refresh"``).
     mode : {"refresh", "online"}, default="refresh"
     seed : int, default=0
-    device : str or torch.device, default="cpu"
+    device : str, torch.device or None, default=None
+        Where the selection runs; None: the model's device.
+    inputs, targets : str, int, callable or None, default=None
+        Where the model's inputs and the class labels are in a batch: a dict
+        key, a tuple position or ``callable(batch)``. None: ``(x, y, ...)``
+        tuples, dicts with common keys (``"pixel_values"``, ``"input_ids"``,
+        ``"x"``, ... and ``"labels"``, ``"label"``, ``"y"``, ...), or a
+        bare tensor (no targets). A dict of inputs is passed as keywords, a
+        tuple as positional arguments.
+    outputs : callable or None, default=None
+        ``callable(model_output) -> logits``, e.g. ``lambda out:
+        out.logits``; None: a tensor, a ``"logits"`` entry or attribute, or
+        the first entry of a tuple.
+    collate_fn : callable or None, default=None
+        The collate function of the selection rounds (and the default of
+        :meth:`dataloader`); :meth:`dataloader`'s ``collate_fn`` replaces it.
     num_workers : int, default=0
-        DataLoader workers (indices stay exact).
+        DataLoader workers of the selection rounds (likewise).
+    drop_last : bool, default=False
+        Drop the last, incomplete training batch of every epoch.
     warm_start : int, default=0
         The first ``warm_start`` epochs train on uniformly random subsets of
         the selector's ``fraction`` (a round at epoch 0, refreshed as usual),
@@ -97,23 +226,45 @@ class Graft:
         rank selects within its shard of every epoch's order of the dataset
         (global batches of ``batch_size * world_size`` samples dealt to the
         ranks, as ``DistributedSampler`` does, from generators all ranks
-        share), so the shards are disjoint; the selected dataset indices are
-        all-gathered, every rank holds their union (state and accounting
-        are global) and trains on its share of it, and every rank gets the
-        same number of batches. Selection within a batch is local to the
-        rank (e.g. GRAFT's batch mean gradient is the rank's batch's).
-        With a ``DistributedDataParallel`` model, selection runs on its
-        ``module``, without collectives. Every rank must go through all the
-        batches of an epoch.
+        share), so the shards are disjoint; the selected dataset indices and
+        the record are all-gathered, every rank holds their union (state and
+        accounting are global) and trains on its share of it, and every rank
+        gets the same number of batches. With a ``DistributedDataParallel``
+        model, selection runs on its ``module``, without collectives. Every
+        rank must go through all the batches of an epoch.
+
+    Attributes
+    ----------
+    batch_sampler : GraftBatchSampler
+        The dataset indices of the current epoch's batches.
+    record : SampleRecord
+        Per-sample loss, epoch and embedding of the last training pass of
+        each sample (``record.loss``, ``record.epoch``, ``record.embedding``).
+    history : list of dict
+        One record per epoch: ``epoch``, ``samples`` (all ranks),
+        ``rank_samples``, ``fraction``, ``selection_time_s``, ``ranks``.
 
     Examples
     --------
-    >>> for epoch in range(epochs):  # doctest: +SKIP
-    ...     for b in graft.batches(epoch):
-    ...         loss = (b.weights * loss_fn(model(b.inputs), b.targets)).mean()
-    ...         optimizer.zero_grad(); loss.backward(); optimizer.step()
-
-    or simply ``train_epoch(graft, optimizer, epoch)``.
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, RandomSelector
+    >>> X, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    >>> model = torch.nn.Linear(8, 3)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> graft = Graft(model, TensorDataset(X, y), selector=RandomSelector(0.5),
+    ...               batch_size=64)
+    >>> loader = graft.dataloader()
+    >>> for epoch in range(2):
+    ...     graft.set_epoch(epoch)
+    ...     for batch in loader:
+    ...         x, t = batch.data
+    ...         losses = F.cross_entropy(model(x), t, reduction="none")
+    ...         loss = graft.update(batch, losses)
+    ...         opt.zero_grad(); loss.backward(); opt.step()
+    >>> len(loader), graft.fraction_achieved()
+    (2, 0.5)
     """
 
     def __init__(
@@ -126,8 +277,13 @@ class Graft:
         refresh_every=5,
         mode="refresh",
         seed=0,
-        device="cpu",
+        device=None,
+        inputs=None,
+        targets=None,
+        outputs=None,
+        collate_fn=None,
         num_workers=0,
+        drop_last=False,
         warm_start=0,
         progress=False,
         rank=None,
@@ -135,103 +291,274 @@ class Graft:
     ):
         if mode not in ("refresh", "online"):
             raise ValueError(f"mode ({mode!r}) must be 'refresh' or 'online'.")
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("refresh_every", refresh_every, 1),
-            ("warm_start", warm_start, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                kind = "a positive integer" if low else "an integer >= 0"
-                raise ValueError(f"{name} ({value!r}) must be {kind}.")
+        self.batch_size = _check_count("batch_size", batch_size, 1)
+        self.refresh_every = _check_count("refresh_every", refresh_every, 1)
+        self.warm_start = _check_count("warm_start", warm_start, 0)
+        _check_count("num_workers", num_workers, 0)
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(
+                f"collate_fn must be callable, got {type(collate_fn).__name__}."
+            )
         if len(dataset) == 0:
             raise ValueError("dataset is empty; pass a dataset with samples.")
         self.model = model
-        self.dataset = _Indexed(dataset)
+        self.dataset = dataset
         self.selector = selector
-        self.batch_size = batch_size
-        self.refresh_every = refresh_every
         self.mode = mode
         self.seed = seed
-        self.device = torch.device(device)
-        self.num_workers = num_workers
-        self.warm_start = warm_start
+        self.device = None if device is None else torch.device(device)
+        self.format = BatchFormat(inputs, targets, outputs)
+        self.drop_last = bool(drop_last)
         self.progress = progress
         self.rank, self.world_size = _resolve_ranks(rank, world_size)
+        self._load_options = {"collate_fn": collate_fn, "num_workers": num_workers}
+        self.batch_sampler = GraftBatchSampler(self)
+        self.record = SampleRecord(len(dataset))
+        self.history = []
         self._selection = None  # (indices, weights) of the last round
         self._selected_at = None
-        self.history = []
+        self._weight_of = torch.ones(len(dataset))  # each sample's weight this epoch
+        self._epoch = None  # the epoch set last
+        self._plan = None  # this rank's batches of the epoch (online: to select in)
+        self._hook = None  # (layer, handle) of the embedding hook
+        self._captured = None  # the embedding of the last training forward pass
+        self._selecting = False
+        self._iterated = None  # the epoch whose batches were served last
+        # Where the loader takes the epoch from when it is iterated before
+        # set_epoch (Lightning builds the first iterator before it sets it).
+        self._epoch_source = None
 
-    # -- batches -----------------------------------------------------------------
+    # -- the loop's pieces -------------------------------------------------------
 
-    def _loader(self, indices, epoch, stream):
+    def dataloader(self, **kwargs):
+        """A loader over :attr:`batch_sampler` whose batches are :class:`GraftBatch`.
+
+        Takes any ``torch.utils.data.DataLoader`` keyword except those the
+        batch sampler decides (``batch_size``, ``shuffle``, ``sampler``,
+        ``batch_sampler``, ``drop_last``: set them on ``Graft``).
+        ``collate_fn``, ``num_workers``, ``pin_memory``, ``worker_init_fn``
+        and ``multiprocessing_context`` also become those of the selection
+        rounds, so that they read the batches the same way.
+        """
+        for key, where in _SAMPLER_OPTIONS.items():
+            if key in kwargs:
+                raise ValueError(
+                    f"{key} is decided by the batch sampler of Graft; set it "
+                    f"with {where}, not in graft.dataloader()."
+                )
+        shared = {k: kwargs[k] for k in _SHARED_LOADER_OPTIONS if k in kwargs}
+        self._load_options = {**self._load_options, **shared}
+        options = {**self._load_options, **kwargs}
+        options["collate_fn"] = IndexedCollate(options.get("collate_fn"))
+        loader = DataLoader(
+            IndexedDataset(self.dataset), batch_sampler=self.batch_sampler, **options
+        )
+        return GraftLoader(self, loader)
+
+    def set_epoch(self, epoch):
+        """Start epoch ``epoch`` (from 0): a selection round if one is due."""
+        epoch = _check_count("epoch", epoch, 0)
+        if epoch == self._epoch and self._plan is not None:
+            return  # already set (Lightning may set it after the loader did)
+        self._check_model()
+        self.record.sync(self.world_size, lambda x: _all_gather(x, self.world_size))
+        self._attach_hook()
+        start, ranks = time.perf_counter(), []
+        if self.selector is not None and self.mode == "refresh" and self._due(epoch):
+            ranks = self.refresh(epoch)
+        selection_time = time.perf_counter() - start
+        everything = torch.arange(len(self.dataset))
+        if self.selector is None:
+            served = everything
+            self._weight_of = torch.ones(len(self.dataset))
+        elif self.mode == "online":
+            served = everything
+            self._weight_of = torch.zeros(len(self.dataset))
+        else:
+            served = self._selection[0]
+        self._epoch = epoch
+        self._plan = self._batches(served, epoch, "train")
+        entry = {
+            "epoch": epoch,
+            "samples": 0,
+            "rank_samples": 0,
+            "selection_time_s": selection_time,
+            "ranks": ranks,
+        }
+        self.history = [h for h in self.history if h["epoch"] != epoch] + [entry]
+        if self.selector is None or self.mode == "refresh":
+            entry["rank_samples"] = sum(map(len, self._plan))
+            self._close_epoch(entry)
+
+    def update(self, batch, losses):
+        """The weighted mean loss of ``batch``; records its per-sample losses.
+
+        Parameters
+        ----------
+        batch : GraftBatch
+            A batch of :meth:`dataloader`.
+        losses : Tensor of shape (len(batch.indices),)
+            The per-sample losses of the training forward pass (e.g.
+            ``F.cross_entropy(logits, y, reduction="none")``).
+
+        Returns
+        -------
+        Tensor
+            ``(batch.weights * losses).mean()``, to call ``backward`` on.
+        """
+        if not isinstance(batch, GraftBatch):
+            raise TypeError(
+                f"batch must be a GraftBatch of graft.dataloader(), got "
+                f"{type(batch).__name__}."
+            )
+        if not isinstance(losses, torch.Tensor):
+            raise TypeError(f"losses must be a Tensor, got {type(losses).__name__}.")
+        n = len(batch.indices)
+        if losses.ndim == 0:
+            raise ValueError(
+                "losses is a scalar (shape ()), so the selection weights cannot be "
+                "applied; compute one loss per sample with reduction='none', e.g. "
+                "F.cross_entropy(logits, y, reduction='none')."
+            )
+        if losses.shape != (n,):
+            raise ValueError(
+                f"losses has shape {tuple(losses.shape)} but the batch has {n} "
+                f"samples; pass one loss per sample, shape ({n},) (reduce token or "
+                "pixel losses per sample first)."
+            )
+        embeddings = self._take_embeddings(n)
+        self.record.write(batch.indices, losses, embeddings, self._epoch)
+        weights = batch.weights.to(losses.device, non_blocking=True)
+        return (weights * losses).mean()
+
+    @property
+    def selected_indices(self):
+        """Dataset indices of the current selection (a copy), or None."""
+        return None if self._selection is None else self._selection[0].clone()
+
+    @property
+    def selected_weights(self):
+        """Loss weights of the current selection (a copy), or None."""
+        return None if self._selection is None else self._selection[1].clone()
+
+    def weights_of(self, indices):
+        """The current epoch's loss weights of the samples ``indices``.
+
+        For a DataLoader of your own over :attr:`batch_sampler` whose
+        batches carry their dataset indices:
+        ``graft.update(GraftBatch(data, graft.weights_of(i), i), losses)``.
+        """
+        return self._weight_of[torch.as_tensor(indices).cpu()]
+
+    def batches(self, epoch):
+        """``set_epoch(epoch)``, then the epoch's :class:`GraftBatch` es."""
+        self.set_epoch(epoch)
+        return iter(self.dataloader())
+
+    def close(self):
+        """Remove the forward hook that records the embeddings."""
+        if self._hook is not None:
+            self._hook[1].remove()
+            self._hook = None
+        self._captured = None
+
+    # -- epochs ------------------------------------------------------------------
+
+    def _check_model(self):
+        if self.model is None:
+            raise RuntimeError(
+                "Graft has no model; pass it as Graft(model, dataset, ...) (the "
+                "Lightning callback sets it when the trainer starts)."
+            )
+
+    def _due(self, epoch):
+        return (
+            self._selection is None
+            or epoch - self._selected_at >= self.refresh_every
+            or self._selected_at < self.warm_start <= epoch
+        )
+
+    def _batches(self, indices, epoch, stream):
+        """The rank's batches of ``indices``, shuffled for ``(epoch, stream)``."""
         order = indices[
             torch.randperm(len(indices), generator=_generator(self.seed, epoch, stream))
         ]
-        return DataLoader(
-            self.dataset,
-            batch_sampler=_rank_batches(
-                order, self.batch_size, self.rank, self.world_size
-            ),
-            num_workers=self.num_workers,
+        return _rank_batches(
+            order, self.batch_size, self.rank, self.world_size, self.drop_last
         )
 
-    def _to_device(self, x, y, i):
-        return x.to(self.device), y.to(self.device), i
-
-    def batches(self, epoch):
-        """Yield the :class:`GraftBatch` es of ``epoch`` (epochs count from 0)."""
-        start = time.perf_counter()
-        record = {"epoch": epoch, "samples": 0, "selection_time_s": 0.0, "ranks": []}
-        everything = torch.arange(len(self.dataset))
-        if self.selector is None:
-            for x, y, i in self._loader(everything, epoch, "train"):
-                x, y, i = self._to_device(x, y, i)
-                record["samples"] += len(y)
-                yield GraftBatch(x, y, torch.ones(len(y), device=self.device), i)
-        elif self.mode == "online":
-            gen = _generator(self.seed, epoch, _select_stream(self.rank))
-            selector = self._selector_at(epoch)
-            for x, y, i in self._loader(everything, epoch, "train"):
-                x, y, i = self._to_device(x, y, i)
-                t0 = time.perf_counter()
-                sel = self._select(selector, x, y, gen)
-                record["selection_time_s"] += time.perf_counter() - t0
-                record["ranks"].append(sel.rank)
-                record["samples"] += len(sel.indices)
-                rows = sel.indices
-                yield GraftBatch(x[rows], y[rows], sel.weights, i[rows.cpu()])
-        else:
-            stale = (
-                self._selection is None
-                or epoch - self._selected_at >= self.refresh_every
-                or self._selected_at < self.warm_start <= epoch
+    def _num_batches(self):
+        if self._plan is not None:
+            return len(self._plan)
+        if self.selector is not None and self.mode == "refresh":
+            raise TypeError(
+                "the number of batches of an epoch is known once graft.set_epoch("
+                "epoch) has made its selection round; call set_epoch first."
             )
-            if stale:
-                t0 = time.perf_counter()
-                record["ranks"] = self.refresh(epoch)
-                record["selection_time_s"] += time.perf_counter() - t0
-            indices, weights = self._selection
-            weight_of = dict(zip(indices.tolist(), weights.tolist(), strict=True))
-            for x, y, i in self._loader(indices, epoch, "train"):
-                x, y, i = self._to_device(x, y, i)
-                record["samples"] += len(y)
-                w = torch.tensor([weight_of[j] for j in i.tolist()], device=self.device)
-                yield GraftBatch(x, y, w, i)
-        # Accounting is global: the samples of all ranks (disjoint shards).
-        record["rank_samples"] = record["samples"]
-        record["samples"] = sum(_all_gather(record["samples"], self.world_size))
-        record["fraction"] = record["samples"] / len(self.dataset)
-        record["epoch_time_s"] = time.perf_counter() - start
-        self.history = [h for h in self.history if h["epoch"] != epoch] + [record]
+        everything = torch.arange(len(self.dataset))
+        return len(self._batches(everything, 0, "train"))
+
+    def _epoch_batches(self):
+        if self._plan is None and self._epoch_source is not None:
+            self.set_epoch(self._epoch_source())
+        if self._plan is None:
+            raise RuntimeError(
+                "call graft.set_epoch(epoch) at the start of every epoch, before "
+                "iterating the loader (it runs the selection rounds)."
+            )
+        if self._iterated == self._epoch:
+            warnings.warn(
+                f"the loader of epoch {self._epoch} is iterated a second time: the "
+                "same samples in the same order, and no new selection round; call "
+                "graft.set_epoch(epoch) at the start of every epoch.",
+                stacklevel=3,
+            )
+        self._iterated = self._epoch
+        if self.selector is not None and self.mode == "online":
+            return self._online_batches(self._epoch, self.history[-1])
+        return iter([list(b) for b in self._plan])
+
+    def _online_batches(self, epoch, entry):
+        """Each batch of the epoch reduced to its selection, as it is asked for."""
+        generator = _generator(self.seed, epoch, _select_stream(self.rank))
+        selector = self._selector_at(epoch)
+        last = len(self._plan) - 1
+        for k, (inputs, targets, indices) in enumerate(self._load(self._plan)):
+            start = time.perf_counter()
+            sel = self._select(selector, inputs, targets, generator)
+            chosen = indices[sel.indices.cpu()]
+            self._weight_of[chosen] = sel.weights.float().cpu()
+            entry["selection_time_s"] += time.perf_counter() - start
+            entry["ranks"].append(sel.rank)
+            entry["rank_samples"] += len(chosen)
+            if k == last:  # a loader that knows its length stops after this one
+                self._close_epoch(entry)
+            yield chosen.tolist()
+
+    def _close_epoch(self, entry):
+        """Global accounting of an epoch: the samples of all ranks (disjoint)."""
+        counts = _all_gather(entry["rank_samples"], self.world_size)
+        entry["samples"] = sum(counts)
+        entry["fraction"] = entry["samples"] / len(self.dataset)
+
+    # -- selection ---------------------------------------------------------------
+
+    def _device(self):
+        if self.device is not None:
+            return self.device
+        parameter = next(_unwrap(self.model).parameters(), None)
+        return torch.device("cpu") if parameter is None else parameter.device
 
     @contextlib.contextmanager
     def _evaluating(self):
         """The model in eval mode for a selection, back to its mode after."""
         was_training = self.model.training
         self.model.eval()
+        self._selecting = True
         try:
             yield
         finally:
+            self._selecting = False
             self.model.train(was_training)
 
     def _selector_at(self, epoch):
@@ -240,9 +567,40 @@ class Graft:
             return RandomSelector(self.selector.fraction)
         return self.selector
 
-    def _select(self, selector, x, y, generator):
+    def _classifier(self):
+        return Classifier(_unwrap(self.model), self.format)
+
+    def _select(self, selector, inputs, targets, generator):
         with self._evaluating():
-            return selector.select(_unwrap(self.model), x, y, generator)
+            return selector.select(self._classifier(), inputs, targets, generator)
+
+    def _load(self, batches, desc=None):
+        """``(inputs, targets, indices)`` of ``batches``, on the selection's device."""
+        options = dict(self._load_options)
+        options["collate_fn"] = IndexedCollate(options.get("collate_fn"))
+        loader = DataLoader(
+            IndexedDataset(self.dataset), batch_sampler=batches, **options
+        )
+        if self.progress and desc:
+            loader = _tqdm(loader, desc)
+        device = self._device()
+        iterator = iter(loader)
+        while True:
+            try:
+                data, indices = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                _add_note(
+                    exc,
+                    "while loading samples for selection (the dataset's rows and "
+                    "collate_fn; the selection rounds use Graft's collate_fn or "
+                    "that of graft.dataloader()).",
+                )
+                raise
+            inputs, targets = self.format.inputs(data), self.format.targets(data)
+            targets = _check_targets(targets, indices)
+            yield to_device(inputs, device), targets.to(device), indices
 
     def refresh(self, epoch):
         """Run one selection round over the whole dataset; return the ranks.
@@ -250,75 +608,128 @@ class Graft:
         Selectors with a ``select_round(model, batches)`` method (SAGE) get
         the whole round; the others select batch by batch. The new selection
         replaces the previous one only if the round succeeds: on an error the
-        previous selection (and the model) are left as they were.
+        previous selection (and the model) are left as they were, and the
+        error says so.
         """
         try:
             selector = self._selector_at(epoch)
             if hasattr(selector, "select_round"):
                 with self._evaluating():
                     chosen, weights, ranks = selector.select_round(
-                        _unwrap(self.model), lambda: self._selection_batches(epoch)
+                        self._classifier(), lambda: self._round_batches(epoch)
                     )
             else:
                 chosen, weights, ranks = self._select_batchwise(selector, epoch)
         except Exception as exc:
-            raise type(exc)(
-                f"selection round at epoch {epoch} failed ({exc}); the previous "
-                "selection and the model are unchanged."
-            ) from exc
+            _add_note(
+                exc,
+                f"selection round at epoch {epoch} failed; the previous selection "
+                "and the model are unchanged.",
+            )
+            raise
         # Every rank keeps the union of the ranks' (disjoint) selections.
         parts = _all_gather((chosen.cpu(), weights.cpu()), self.world_size)
-        chosen = torch.cat([p[0] for p in parts])
-        weights = torch.cat([p[1] for p in parts])
+        self._set_selection(
+            torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), epoch
+        )
         self._rank_counts = [len(p[0]) for p in parts]  # rank r's: the r-th part
-        self._selection = (chosen, weights.cpu())
-        self._selected_at = epoch
         return ranks
 
-    def _selection_batches(self, epoch):
-        """The whole dataset in the round's order, as ``(x, y, indices)``."""
-        loader = self._loader(torch.arange(len(self.dataset)), epoch, "select")
-        if self.progress:
-            loader = _tqdm(loader, f"selection round (epoch {epoch})")
-        for x, y, i in loader:
-            yield self._to_device(x, y, i)
+    def _set_selection(self, indices, weights, epoch):
+        self._selection = (indices, weights.float())
+        self._selected_at = epoch
+        self._weight_of = torch.zeros(len(self.dataset))
+        self._weight_of[indices] = weights.float()
+
+    def _round_batches(self, epoch):
+        """The whole dataset in the round's order, this rank's shard."""
+        batches = self._batches(torch.arange(len(self.dataset)), epoch, "select")
+        return self._load(batches, f"selection round (epoch {epoch})")
 
     def _select_batchwise(self, selector, epoch):
         gen = _generator(self.seed, epoch, _select_stream(self.rank))
         chosen, weights, ranks = [], [], []
-        for x, y, i in self._selection_batches(epoch):
+        for x, y, i in self._round_batches(epoch):
             sel = self._select(selector, x, y, gen)
             chosen.append(i[sel.indices.cpu()])
             weights.append(sel.weights.cpu())
             ranks.append(sel.rank)
         return torch.cat(chosen), torch.cat(weights), ranks
 
+    # -- the record --------------------------------------------------------------
+
+    def _wants_embeddings(self):
+        return bool(getattr(self.selector, "wants_embeddings", False))
+
+    def _attach_hook(self):
+        """A forward hook on the final nn.Linear that keeps its last input."""
+        if not self._wants_embeddings():
+            self.close()
+            return
+        layer = find_final_linear(
+            _unwrap(self.model), getattr(self.selector, "layer", None)
+        )
+        if self._hook is not None and self._hook[0] is layer:
+            return
+        self.close()
+        self._hook = (layer, layer.register_forward_hook(self._capture))
+
+    def _capture(self, module, args, output):
+        if not self._selecting:
+            self._captured = args[0].detach()
+
+    def _take_embeddings(self, n):
+        """The embeddings of the training forward pass of the batch being updated."""
+        if self._hook is None:
+            return None
+        h, self._captured = self._captured, None
+        if h is None or len(h) != n:
+            seen = "no forward pass" if h is None else f"a forward pass of {len(h)}"
+            raise ValueError(
+                f"graft.update got {n} losses, but the model's final nn.Linear saw "
+                f"{seen} samples since the last update; call the model once on the "
+                "batch's inputs, then graft.update(batch, losses), before the next "
+                "batch."
+            )
+        return h.flatten(1)
+
     # -- state ------------------------------------------------------------------
 
     def state_dict(self):
-        """Everything needed to continue exactly: selection, round, history."""
+        """Everything needed to continue exactly: selection, round, record, history."""
         indices, weights = self._selection if self._selection else (None, None)
         return {
+            "n_samples": len(self.dataset),
             "selected_indices": indices,
             "selected_weights": weights,
             "selected_at": self._selected_at,
+            "record": self.record.state_dict(),
             "history": [dict(h) for h in self.history],
             "seed": self.seed,
         }
 
     def load_state_dict(self, state):
-        """Restore :meth:`state_dict`; the seed must match."""
-        if state["seed"] != self.seed:
-            raise ValueError(
-                f"the state was saved with seed={state['seed']} but this Graft has "
-                f"seed={self.seed}; construct it with the same seed."
-            )
+        """Restore :meth:`state_dict`; refuse a state that does not fit.
+
+        The seed and the dataset size must match, the selected indices must
+        be distinct and in range, and their weights finite and >= 0;
+        nothing is changed when the state is refused.
+        """
+        _check_state(state, self.seed, len(self.dataset))
+        self.record.check_state(state.get("record"))
         if state["selected_indices"] is None:
-            self._selection = None
+            self._selection, self._selected_at = None, state["selected_at"]
         else:
-            self._selection = (state["selected_indices"], state["selected_weights"])
-        self._selected_at = state["selected_at"]
+            self._set_selection(
+                state["selected_indices"].long(),
+                state["selected_weights"],
+                state["selected_at"],
+            )
+        self.record.load_state_dict(state.get("record"), self._record_device())
         self.history = [dict(h) for h in state["history"]]
+
+    def _record_device(self):
+        return self._device() if self.model is not None else torch.device("cpu")
 
     def fraction_achieved(self):
         """Share of samples that got a backward pass, over the epochs so far."""
@@ -329,22 +740,93 @@ class Graft:
         )
 
 
-def train_epoch(graft, optimizer, epoch, loss_fn=None):
-    """One epoch of weighted training on ``graft.batches(epoch)``; the mean loss.
+def _check_targets(targets, indices):
+    """Targets of a selection batch: one class label per sample."""
+    if targets is None:
+        raise ValueError(
+            "the batches are bare tensors, without targets, but selection needs "
+            "the class labels; pass targets=callable(batch) to Graft, or return "
+            "(input, target) rows."
+        )
+    if not isinstance(targets, torch.Tensor) or targets.shape != indices.shape:
+        shape = getattr(targets, "shape", type(targets).__name__)
+        raise ValueError(
+            f"the targets of a batch must be a tensor of one class label per "
+            f"sample, shape ({len(indices)},), got {shape}; pass targets=<key, "
+            "position or callable(batch)> to Graft."
+        )
+    return targets
 
-    ``loss_fn(outputs, targets)`` must return per-sample losses; the default
-    is cross-entropy with ``reduction="none"``. The batch loss is
-    ``(weights * losses).mean()``.
+
+def _check_state(state, seed, n):
+    """Raise ValueError if ``state`` cannot continue this Graft's run."""
+    keys = ("selected_indices", "selected_weights", "selected_at", "history", "seed")
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(
+            f"the state lacks {missing}; pass a dict made by Graft.state_dict()."
+        )
+    if state["seed"] != seed:
+        raise ValueError(
+            f"the state was saved with seed={state['seed']} but this Graft has "
+            f"seed={seed}; construct it with the same seed."
+        )
+    saved_n = state.get("n_samples", n)
+    if saved_n != n:
+        raise ValueError(
+            f"the state was saved for a dataset of {saved_n} samples but this Graft "
+            f"has {n}; load it with the same dataset."
+        )
+    indices, weights = state["selected_indices"], state["selected_weights"]
+    if indices is None:
+        return
+    ok = (
+        isinstance(indices, torch.Tensor)
+        and isinstance(weights, torch.Tensor)
+        and indices.ndim == 1
+        and not indices.is_floating_point()
+        and weights.shape == indices.shape
+    )
+    if not ok:
+        raise ValueError(
+            "the state's selection must be 1-D integer indices with one weight "
+            "each; load a state saved by Graft.state_dict()."
+        )
+    if len(indices) and not (0 <= int(indices.min()) and int(indices.max()) < n):
+        raise ValueError(
+            f"the state's selected indices span [{int(indices.min())}, "
+            f"{int(indices.max())}], outside the dataset's [0, {n - 1}]; load a "
+            "state saved with this dataset."
+        )
+    if len(torch.unique(indices)) != len(indices):
+        raise ValueError("the state's selected indices repeat a sample.")
+    if not (torch.isfinite(weights).all() and (weights >= 0).all()):
+        raise ValueError(
+            "the state's selected weights must be finite and >= 0; load a state "
+            "saved by Graft.state_dict()."
+        )
+
+
+def train_epoch(graft, optimizer, epoch, loss_fn=None):
+    """One epoch of weighted training with ``graft``; the mean loss.
+
+    The loop of docs/graft.md: ``graft.set_epoch(epoch)``, then for every
+    batch of ``graft.dataloader()`` a forward pass on its inputs,
+    ``loss_fn(logits, targets)`` (per-sample losses; default cross-entropy
+    with ``reduction="none"``), ``graft.update`` and an optimizer step.
+    Inputs, targets and logits are found as ``Graft(inputs=, targets=,
+    outputs=)`` say.
     """
     loss_fn = loss_fn or (
         lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
     )
-    model = graft.model
+    model, fmt, device = graft.model, graft.format, graft._device()
     model.train()
     total, count = 0.0, 0
     for batch in graft.batches(epoch):
-        losses = loss_fn(model(batch.inputs), batch.targets)
-        loss = (batch.weights * losses).mean()
+        data = to_device(batch.data, device)
+        logits = fmt.logits(fmt.call(model, fmt.inputs(data)))
+        loss = graft.update(batch, loss_fn(logits, fmt.targets(data)))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss at epoch {epoch}; lower the learning rate or check "
@@ -353,8 +835,8 @@ def train_epoch(graft, optimizer, epoch, loss_fn=None):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(batch.targets)
-        count += len(batch.targets)
+        total += float(loss.detach()) * len(batch.indices)
+        count += len(batch.indices)
     return total / max(count, 1)
 
 
@@ -394,14 +876,15 @@ def _resolve_ranks(rank, world_size):
     return rank, world_size
 
 
-def _rank_batches(order, batch_size, rank, world_size):
+def _rank_batches(order, batch_size, rank, world_size, drop_last=False):
     """The batches (lists of dataset indices) of ``order`` for one rank.
 
     Global batches of ``batch_size * world_size`` consecutive entries are
     dealt to the ranks round-robin, so the ranks' shards are disjoint and
     every rank gets the same number of batches (DDP needs that). A last
     global batch with fewer entries than ranks joins the previous one, so
-    no rank gets an empty batch. With one rank: plain consecutive batches.
+    no rank gets an empty batch; with ``drop_last`` an incomplete last
+    global batch is dropped. With one rank: plain consecutive batches.
     """
     n = len(order)
     if n < world_size:
@@ -411,7 +894,9 @@ def _rank_batches(order, batch_size, rank, world_size):
         )
     step = batch_size * world_size
     bounds = [*range(0, n, step), n]
-    if len(bounds) > 2 and n - bounds[-2] < world_size:
+    if drop_last and len(bounds) > 2 and n - bounds[-2] < step:
+        del bounds[-1]
+    elif len(bounds) > 2 and n - bounds[-2] < world_size:
         del bounds[-2]
     return [
         order[bounds[k] : bounds[k + 1]][rank::world_size].tolist()

@@ -72,8 +72,8 @@ def _accuracy(model, test):
 
 def _shard(graft, epoch):
     """The dataset indices this rank selects from in the round of ``epoch``."""
-    loader = graft._loader(torch.arange(len(graft.dataset)), epoch, "select")
-    return sorted(i for batch in loader.batch_sampler for i in batch)
+    batches = graft._batches(torch.arange(len(graft.dataset)), epoch, "select")
+    return sorted(i for batch in batches for i in batch)
 
 
 def _experiment(world_size, ckpt):
@@ -81,8 +81,11 @@ def _experiment(world_size, ckpt):
     train, test = _data()
     model, wrapped, opt = _parts(world_size)
     graft = _graft(wrapped, train)
-    rounds = {}
+    rounds, record = {}, None
     for epoch in range(EPOCHS):
+        if epoch == EPOCHS - 1:  # set_epoch gathers the ranks' records
+            graft.set_epoch(epoch)
+            record = graft.record.state_dict()
         train_epoch(graft, opt, epoch)
         if graft._selected_at == epoch:
             rounds[epoch] = {
@@ -92,6 +95,7 @@ def _experiment(world_size, ckpt):
             }
     out = {
         "rounds": rounds,
+        "record": record,
         "history": [
             {k: h[k] for k in ("samples", "rank_samples", "fraction")}
             for h in graft.history
@@ -197,6 +201,26 @@ def test_distributed_accounting_counts_the_union(runs):
         assert sum(r["history"][epoch]["rank_samples"] for r in ranks) == size
         assert h["fraction"] == pytest.approx(size / N_TRAIN)
     assert all(r["fraction"] == ranks[0]["fraction"] for r in ranks)
+
+
+def test_distributed_record_holds_every_ranks_samples_on_every_rank(runs):
+    ranks, single = runs
+    last = EPOCHS - 2  # the epoch before the record was read
+    for out in [*ranks, single]:
+        epochs = out["record"]["epoch"]
+        trained = set(
+            out["rounds"][max(e for e in out["rounds"] if e <= last)]["union"]
+        )
+        assert set(torch.nonzero(epochs == last)[:, 0].tolist()) == trained
+        assert out["record"]["embedding"].shape == (N_TRAIN, 32)
+    for key in ("loss", "epoch", "embedding"):
+        torch.testing.assert_close(
+            ranks[0]["record"][key],
+            ranks[1]["record"][key],
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+        )
 
 
 def test_distributed_fraction_matches_one_process_within_rounding(runs):

@@ -29,7 +29,7 @@ def _net(seed=0):
 
 def _loss(net, batch):
     losses = nn.functional.cross_entropy(
-        net(batch.inputs), batch.targets, reduction="none"
+        net(batch.data[0]), batch.data[1], reduction="none"
     )
     return (batch.weights * losses).mean()
 

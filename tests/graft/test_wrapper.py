@@ -34,9 +34,9 @@ def test_batches_carry_the_dataset_indices_of_their_samples(mode, selector):
     seen = []
     for batch in graft.batches(0):
         X, y = data.tensors
-        torch.testing.assert_close(batch.inputs, X[batch.indices])
-        torch.testing.assert_close(batch.targets, y[batch.indices])
-        assert batch.weights.shape == batch.targets.shape
+        torch.testing.assert_close(batch.data[0], X[batch.indices])
+        torch.testing.assert_close(batch.data[1], y[batch.indices])
+        assert batch.weights.shape == batch.data[1].shape
         assert torch.all(batch.weights >= 0)
         seen.append(batch.indices)
     seen = torch.cat(seen)
@@ -52,12 +52,12 @@ def test_indices_stay_exact_with_workers():
         _model(), data, selector=RandomSelector(0.5), batch_size=16, num_workers=2
     )
     for batch in graft.batches(0):
-        torch.testing.assert_close(batch.inputs, data.tensors[0][batch.indices])
+        torch.testing.assert_close(batch.data[0], data.tensors[0][batch.indices])
 
 
 def test_full_data_without_a_selector():
     graft = Graft(_model(), _data(), batch_size=50)
-    total = sum(len(b.targets) for b in graft.batches(0))
+    total = sum(len(b.indices) for b in graft.batches(0))
     assert total == 300 and graft.fraction_achieved() == 1.0
 
 
