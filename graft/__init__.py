@@ -1,7 +1,10 @@
 """graft: data selection inside the PyTorch training loop, built on maxvol_kit.
 
-- :class:`Graft` wraps a model and a dataset and serves, epoch by epoch, the
-  samples a selector chose, with their loss weights and dataset indices.
+- :class:`Graft` selects inside the user's own loop: its batch sampler
+  (:class:`GraftBatchSampler`) and loader (:class:`GraftLoader`) serve, epoch
+  by epoch, the samples a selector chose as :class:`GraftBatch` es (the
+  collated data, loss weights, dataset indices); ``Graft.update`` returns the
+  weighted mean loss and keeps the per-sample record (:class:`SampleRecord`).
 - :class:`GraftSelector` (GRAFT: Fast MaxVol on low-rank batch coordinates,
   gradient-aware rank), :class:`SageSelector` (gradient agreement with a
   Frequent Directions sketch) and :class:`RandomSelector` share one interface.
@@ -14,17 +17,27 @@
 from graft._attribution import attribute
 from graft._compress import FactGraSS, GraSS
 from graft._pruning import collect_activations, prune_channels, prune_model
+from graft._record import SampleRecord
 from graft._selectors import GraftSelector, RandomSelector, SageSelector, Selection
-from graft._wrapper import Graft, GraftBatch, train_epoch
+from graft._wrapper import (
+    Graft,
+    GraftBatch,
+    GraftBatchSampler,
+    GraftLoader,
+    train_epoch,
+)
 
 __all__ = [
     "FactGraSS",
     "GraSS",
     "Graft",
     "GraftBatch",
+    "GraftBatchSampler",
+    "GraftLoader",
     "GraftSelector",
     "RandomSelector",
     "SageSelector",
+    "SampleRecord",
     "Selection",
     "attribute",
     "collect_activations",

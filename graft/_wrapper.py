@@ -499,6 +499,11 @@ class Graft:
         return len(self._batches(everything, 0, "train"))
 
     def _epoch_batches(self):
+        """The sampler's batches, decided when the first one is asked for.
+
+        A generator: DataLoader iterators call ``iter(batch_sampler)`` more
+        than once when they start and only draw from the last.
+        """
         if self._plan is None and self._epoch_source is not None:
             self.set_epoch(self._epoch_source())
         if self._plan is None:
@@ -515,8 +520,9 @@ class Graft:
             )
         self._iterated = self._epoch
         if self.selector is not None and self.mode == "online":
-            return self._online_batches(self._epoch, self.history[-1])
-        return iter([list(b) for b in self._plan])
+            yield from self._online_batches(self._epoch, self.history[-1])
+        else:
+            yield from [list(b) for b in self._plan]
 
     def _online_batches(self, epoch, entry):
         """Each batch of the epoch reduced to its selection, as it is asked for."""

@@ -255,6 +255,7 @@ def test_typicality_keeps_graft_away_from_outlying_samples():
         GraftSelector(0.1, typicality=-1)
 
 
+@pytest.mark.filterwarnings("ignore:the loader of epoch")  # replays epochs
 @pytest.mark.parametrize("mode", ["refresh", "online"])
 def test_warm_start_draws_random_subsets_then_selects(mode):
     data, model = _data(), _model()
