@@ -52,6 +52,7 @@ bench: venv
 	$(BENCH)/maxvol_bench.py --out docs/benchmarks
 	$(BENCH)/backend_bench.py --out docs/benchmarks
 	$(BENCH)/coreset_bench.py --out docs/benchmarks
+	$(BENCH)/loop_bench.py --repeats 9 --out docs/benchmarks
 	$(BENCH)/train_bench.py --out docs/benchmarks
 	$(BENCH)/train_bench.py --fractions 0.05 --modes refresh \
 	  --variants random,sage,sage-top,sage-top-overall,graft-volume \

@@ -66,6 +66,13 @@ def penultimate(model, inputs, layer=None):
             "the final nn.Linear was not called in the forward pass; pass "
             "layer='name' of the layer that produces the logits."
         )
+    if final.out_features != logits.shape[-1]:
+        name = next(n for n, m in model.named_modules() if m is final)
+        raise ValueError(
+            f"the last nn.Linear registered in the model ({name!r}, out_features="
+            f"{final.out_features}) does not produce the {logits.shape[-1]} logits; "
+            "pass layer='name' of the final layer to the selector."
+        )
     return captured["h"].flatten(1), logits.detach()
 
 

@@ -35,6 +35,8 @@ INPUT_KEYS = (
     "features",
 )
 TARGET_KEYS = ("labels", "label", "targets", "target", "y")
+# Passed along with the input key (as keywords) when a dict batch has them.
+COMPANION_KEYS = ("attention_mask", "token_type_ids", "position_ids")
 
 
 def _check_spec(name, spec):
@@ -66,7 +68,9 @@ class BatchFormat:
         ``callable(batch) -> inputs`` (targets: a 1-D tensor of class
         labels). None: the batch itself when it is a tensor (no targets
         then), entries 0 and 1 of a tuple or list, or the first of
-        ``INPUT_KEYS`` / ``TARGET_KEYS`` in a dict.
+        ``INPUT_KEYS`` / ``TARGET_KEYS`` in a dict; with any of
+        ``COMPANION_KEYS`` beside it, the inputs are the dict of the input
+        key and those (``model(input_ids=..., attention_mask=...)``).
     outputs : callable or None
         ``callable(model_output) -> logits``; None: a tensor as it is, the
         ``"logits"`` entry or attribute, or entry 0 of a tuple.
@@ -94,6 +98,9 @@ class BatchFormat:
             return batch[position]
         if spec is None and isinstance(batch, Mapping):
             spec = next((k for k in keys if k in batch), None)
+            companions = [k for k in COMPANION_KEYS if k in batch]
+            if position == 0 and spec is not None and companions:
+                return {k: batch[k] for k in (spec, *companions)}
         if isinstance(spec, str) and isinstance(batch, Mapping) and spec in batch:
             return batch[spec]
         if isinstance(spec, int) and isinstance(batch, (tuple, list)):
@@ -159,26 +166,30 @@ class Classifier:
         return self.module.named_modules(*args, **kwargs)
 
 
-def _is_fields(x):
-    """A tuple/list of batched fields (tensors, dicts, tuples), not of samples."""
-    return all(isinstance(v, (torch.Tensor, Mapping, tuple, list)) for v in x)
+def _batched(x, n):
+    """A tensor with one row per sample of a batch of ``n``."""
+    return isinstance(x, torch.Tensor) and x.ndim >= 1 and x.shape[0] == n
 
 
-def take(x, rows):
-    """The rows ``rows`` (1-D index tensor) of every batched field of ``x``."""
+def take(x, rows, n):
+    """The rows ``rows`` (1-D index tensor) of a batch of ``n`` samples.
+
+    Tensors with ``n`` rows are indexed, dicts and tuples of fields are
+    taken field by field, a list or tuple of ``n`` entries that are not all
+    such tensors (one entry per sample, e.g. strings or tensors of varying
+    length) is indexed entry by entry, and anything else (flags, scalars,
+    shared tensors) is passed as it is.
+    """
     if isinstance(x, torch.Tensor):
-        return x[rows.to(x.device)]
+        return x[rows.to(x.device)] if _batched(x, n) else x
     if isinstance(x, Mapping):
-        return {k: take(v, rows) for k, v in x.items()}
-    if isinstance(x, (tuple, list)) and _is_fields(x):
-        parts = [take(v, rows) for v in x]
+        return {k: take(v, rows, n) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        if len(x) == n and not all(_batched(v, n) for v in x):
+            return [x[i] for i in rows.tolist()]
+        parts = [take(v, rows, n) for v in x]
         return type(x)(*parts) if hasattr(x, "_fields") else type(x)(parts)
-    if isinstance(x, (tuple, list)):  # one entry per sample (e.g. strings)
-        return [x[i] for i in rows.tolist()]
-    raise TypeError(
-        f"cannot take rows of {_describe(x)}; pass inputs=callable(batch) that "
-        "returns tensors, dicts or tuples of tensors."
-    )
+    return x
 
 
 def to_device(x, device):

@@ -25,7 +25,10 @@ class SampleRecord:
         NaN for samples not recorded yet; None before the first write.
     embedding : Tensor of shape (n_samples, d) or None
         Zeros for samples not recorded yet; None when no embeddings are
-        recorded.
+        recorded. The input of the final ``nn.Linear``; where it has more
+        than two dimensions (per token or pixel), their mean per sample.
+        Recorded from the first step that has embeddings: a state loaded
+        from a run without them leaves zeros for the samples it recorded.
     epoch : Tensor of shape (n_samples,) or None
         The epoch of each sample's record, -1 if never recorded.
     """
@@ -49,14 +52,15 @@ class SampleRecord:
         if self.loss is None:
             width = None if embeddings is None else embeddings.shape[1]
             self._allocate(losses.device, width)
-        if embeddings is not None and (
-            self.embedding is None or embeddings.shape[1] != self.embedding.shape[1]
-        ):
-            have = None if self.embedding is None else self.embedding.shape[1]
+        if embeddings is not None and self.embedding is None:  # e.g. after a load
+            self.embedding = torch.zeros((self.n_samples, embeddings.shape[1]))
+            self.embedding = self.embedding.to(self.loss.device)
+        if embeddings is not None and embeddings.shape[1] != self.embedding.shape[1]:
             raise ValueError(
                 f"the embeddings of this batch have width {embeddings.shape[1]} but "
-                f"the record holds width {have}; the final nn.Linear must see the "
-                "same embedding size in every training step."
+                f"the record holds width {self.embedding.shape[1]} (from earlier "
+                "steps or a loaded state); the final nn.Linear must see the same "
+                "embedding size in every training step."
             )
         rows = indices.to(self.loss.device, non_blocking=True)
         self.loss[rows] = losses.detach().float().to(self.loss.device)
@@ -120,6 +124,11 @@ class SampleRecord:
         if state is None:
             return
         n = self.n_samples
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"the state's record must be a dict or None, got "
+                f"{type(state).__name__}; load a state saved by Graft.state_dict()."
+            )
         loss, epoch, embedding = (state.get(k) for k in ("loss", "epoch", "embedding"))
         ok = (
             isinstance(loss, torch.Tensor)
@@ -151,4 +160,6 @@ class SampleRecord:
         self.loss = state["loss"].float().to(device).clone()
         self.epoch = state["epoch"].long().to(device).clone()
         embedding = state.get("embedding")
-        self.embedding = None if embedding is None else embedding.float().to(device)
+        if embedding is not None:
+            embedding = embedding.float().to(device).clone()
+        self.embedding = embedding

@@ -32,13 +32,14 @@ from generators seeded by ``(seed, epoch)``, so a run resumed from
 from __future__ import annotations
 
 import contextlib
+import numbers
 import time
 import warnings
 import zlib
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from graft._features import find_final_linear
 from graft._format import (
@@ -106,10 +107,77 @@ def _generator(seed, epoch, stream):
 
 
 def _check_count(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        kind = "a positive integer" if low else "an integer >= 0"
+    """``value`` as an int >= ``low`` (NumPy integers too)."""
+    kind = "a positive integer" if low else "an integer >= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {kind}, got {value!r}.")
+    if value < low:
         raise ValueError(f"{name} ({value!r}) must be {kind}.")
-    return value
+    return int(value)
+
+
+def _check_model_type(model):
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a "
+            "function in an nn.Module whose forward calls it."
+        )
+
+
+def _check_selector(selector):
+    if selector is None:
+        return
+    if isinstance(selector, type) or not callable(getattr(selector, "select", None)):
+        raise TypeError(
+            f"selector must be a selector such as GraftSelector(0.3), "
+            f"RandomSelector(0.3) or SageSelector(0.3), or None for all data; got "
+            f"{selector!r}."
+        )
+
+
+def _check_dataset(dataset):
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"dataset must be a map-style dataset (with __len__ and __getitem__), "
+            f"got {type(dataset).__name__}; selection needs to address samples by "
+            "index."
+        )
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty; pass a dataset with samples.")
+
+
+def _check_device(device):
+    if device is None:
+        return None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device ({device!r}) is not a torch device; pass e.g. 'cpu', 'cuda' "
+            "or None for the model's device."
+        ) from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device ({device}) needs CUDA, which this machine lacks; pass "
+            "device=None to select on the model's device."
+        )
+    return device
+
+
+class _Capture:
+    """The forward hook's target: the last input of the final ``nn.Linear``.
+
+    A small object of its own, so that the hook a model carries holds no
+    reference to the Graft (its dataset) when the model is copied or saved.
+    """
+
+    def __init__(self):
+        self.embedding = None
+        self.selecting = False
+
+    def __call__(self, module, args, output):
+        if not self.selecting:
+            self.embedding = args[0].detach()
 
 
 def _add_note(exc, note):
@@ -165,6 +233,16 @@ class GraftLoader:
     def batch_sampler(self):
         """The graft's :class:`GraftBatchSampler`."""
         return self.dataloader.batch_sampler
+
+    @property
+    def dataset(self):
+        """The user's dataset."""
+        return self.graft.dataset
+
+    @property
+    def batch_size(self):
+        """Samples per batch before selection (``Graft(batch_size=...)``)."""
+        return self.graft.batch_size
 
     def __len__(self):
         return len(self.dataloader)
@@ -294,21 +372,24 @@ class Graft:
         self.batch_size = _check_count("batch_size", batch_size, 1)
         self.refresh_every = _check_count("refresh_every", refresh_every, 1)
         self.warm_start = _check_count("warm_start", warm_start, 0)
+        self.seed = _check_count("seed", seed, 0)
         _check_count("num_workers", num_workers, 0)
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(
                 f"collate_fn must be callable, got {type(collate_fn).__name__}."
             )
-        if len(dataset) == 0:
-            raise ValueError("dataset is empty; pass a dataset with samples.")
+        if not isinstance(drop_last, bool):
+            raise TypeError(f"drop_last must be True or False, got {drop_last!r}.")
+        _check_model_type(model)
+        _check_selector(selector)
+        _check_dataset(dataset)
         self.model = model
         self.dataset = dataset
         self.selector = selector
         self.mode = mode
-        self.seed = seed
-        self.device = None if device is None else torch.device(device)
+        self.device = _check_device(device)
         self.format = BatchFormat(inputs, targets, outputs)
-        self.drop_last = bool(drop_last)
+        self.drop_last = drop_last
         self.progress = progress
         self.rank, self.world_size = _resolve_ranks(rank, world_size)
         self._load_options = {"collate_fn": collate_fn, "num_workers": num_workers}
@@ -321,8 +402,7 @@ class Graft:
         self._epoch = None  # the epoch set last
         self._plan = None  # this rank's batches of the epoch (online: to select in)
         self._hook = None  # (layer, handle) of the embedding hook
-        self._captured = None  # the embedding of the last training forward pass
-        self._selecting = False
+        self._capture = _Capture()  # what the hook saw last
         self._iterated = None  # the epoch whose batches were served last
         # Where the loader takes the epoch from when it is iterated before
         # set_epoch (Lightning builds the first iterator before it sets it).
@@ -346,6 +426,8 @@ class Graft:
                     f"{key} is decided by the batch sampler of Graft; set it "
                     f"with {where}, not in graft.dataloader()."
                 )
+        if "num_workers" in kwargs:
+            _check_count("num_workers", kwargs["num_workers"], 0)
         shared = {k: kwargs[k] for k in _SHARED_LOADER_OPTIONS if k in kwargs}
         self._load_options = {**self._load_options, **shared}
         options = {**self._load_options, **kwargs}
@@ -448,7 +530,16 @@ class Graft:
         batches carry their dataset indices:
         ``graft.update(GraftBatch(data, graft.weights_of(i), i), losses)``.
         """
-        return self._weight_of[torch.as_tensor(indices).cpu()]
+        indices = torch.as_tensor(indices).cpu()
+        n = len(self.dataset)
+        if indices.is_floating_point() or indices.dtype == torch.bool:
+            raise TypeError(f"indices must be integers, got {indices.dtype}.")
+        if indices.numel() and not (0 <= int(indices.min()) <= int(indices.max()) < n):
+            raise ValueError(
+                f"indices must be dataset indices in [0, {n - 1}], got values in "
+                f"[{int(indices.min())}, {int(indices.max())}]."
+            )
+        return self._weight_of[indices]
 
     def batches(self, epoch):
         """``set_epoch(epoch)``, then the epoch's :class:`GraftBatch` es."""
@@ -460,7 +551,7 @@ class Graft:
         if self._hook is not None:
             self._hook[1].remove()
             self._hook = None
-        self._captured = None
+        self._capture.embedding = None
 
     # -- epochs ------------------------------------------------------------------
 
@@ -483,8 +574,9 @@ class Graft:
         order = indices[
             torch.randperm(len(indices), generator=_generator(self.seed, epoch, stream))
         ]
+        drop_last = self.drop_last and stream == "train"  # rounds see every sample
         return _rank_batches(
-            order, self.batch_size, self.rank, self.world_size, self.drop_last
+            order, self.batch_size, self.rank, self.world_size, drop_last
         )
 
     def _num_batches(self):
@@ -529,6 +621,7 @@ class Graft:
         generator = _generator(self.seed, epoch, _select_stream(self.rank))
         selector = self._selector_at(epoch)
         last = len(self._plan) - 1
+        entry.update(rank_samples=0, ranks=[], selection_time_s=0.0)  # a new pass
         for k, (inputs, targets, indices) in enumerate(self._load(self._plan)):
             start = time.perf_counter()
             sel = self._select(selector, inputs, targets, generator)
@@ -537,8 +630,8 @@ class Graft:
             entry["selection_time_s"] += time.perf_counter() - start
             entry["ranks"].append(sel.rank)
             entry["rank_samples"] += len(chosen)
-            if k == last:  # a loader that knows its length stops after this one
-                self._close_epoch(entry)
+            if k == last or self.world_size == 1:  # all ranks at the last batch
+                self._close_epoch(entry)  # before it: a sized loader stops there
             yield chosen.tolist()
 
     def _close_epoch(self, entry):
@@ -558,14 +651,15 @@ class Graft:
     @contextlib.contextmanager
     def _evaluating(self):
         """The model in eval mode for a selection, back to its mode after."""
-        was_training = self.model.training
+        modes = [(m, m.training) for m in self.model.modules()]  # per layer
         self.model.eval()
-        self._selecting = True
+        self._capture.selecting = True
         try:
             yield
         finally:
-            self._selecting = False
-            self.model.train(was_training)
+            self._capture.selecting = False
+            for module, training in modes:
+                module.training = training
 
     def _selector_at(self, epoch):
         """The selector of ``epoch``: random ones during the warm start."""
@@ -680,15 +774,11 @@ class Graft:
         self.close()
         self._hook = (layer, layer.register_forward_hook(self._capture))
 
-    def _capture(self, module, args, output):
-        if not self._selecting:
-            self._captured = args[0].detach()
-
     def _take_embeddings(self, n):
         """The embeddings of the training forward pass of the batch being updated."""
         if self._hook is None:
             return None
-        h, self._captured = self._captured, None
+        h, self._capture.embedding = self._capture.embedding, None
         if h is None or len(h) != n:
             seen = "no forward pass" if h is None else f"a forward pass of {len(h)}"
             raise ValueError(
@@ -697,13 +787,16 @@ class Graft:
                 "batch's inputs, then graft.update(batch, losses), before the next "
                 "batch."
             )
-        return h.flatten(1)
+        # Per-token (or per-pixel) inputs: their mean, one width for all batches.
+        return h if h.ndim == 2 else h.reshape(n, -1, h.shape[-1]).mean(dim=1)
 
     # -- state ------------------------------------------------------------------
 
     def state_dict(self):
         """Everything needed to continue exactly: selection, round, record, history."""
         indices, weights = self._selection if self._selection else (None, None)
+        if indices is not None:
+            indices, weights = indices.clone(), weights.clone()
         return {
             "n_samples": len(self.dataset),
             "selected_indices": indices,
@@ -723,12 +816,14 @@ class Graft:
         """
         _check_state(state, self.seed, len(self.dataset))
         self.record.check_state(state.get("record"))
+        # The epoch is set anew: the next set_epoch plans from this state.
+        self._epoch = self._plan = self._iterated = None
         if state["selected_indices"] is None:
             self._selection, self._selected_at = None, state["selected_at"]
         else:
             self._set_selection(
-                state["selected_indices"].long(),
-                state["selected_weights"],
+                state["selected_indices"].long().clone(),
+                state["selected_weights"].clone(),
                 state["selected_at"],
             )
         self.record.load_state_dict(state.get("record"), self._record_device())
@@ -754,14 +849,27 @@ def _check_targets(targets, indices):
             "the class labels; pass targets=callable(batch) to Graft, or return "
             "(input, target) rows."
         )
-    if not isinstance(targets, torch.Tensor) or targets.shape != indices.shape:
-        shape = getattr(targets, "shape", type(targets).__name__)
+    if (
+        not isinstance(targets, torch.Tensor)
+        or targets.shape != indices.shape
+        or targets.is_floating_point()
+        or targets.is_complex()
+    ):
+        what = getattr(targets, "dtype", type(targets).__name__)
+        shape = tuple(getattr(targets, "shape", ()))
         raise ValueError(
-            f"the targets of a batch must be a tensor of one class label per "
-            f"sample, shape ({len(indices)},), got {shape}; pass targets=<key, "
-            "position or callable(batch)> to Graft."
+            f"the targets of a batch must be integer class labels, one per sample "
+            f"(shape ({len(indices)},)), got {what} of shape {shape}; pass "
+            "targets=<key, position or callable(batch)> to Graft."
         )
     return targets
+
+
+def _refuse(what):
+    raise ValueError(
+        f"the state's {what}; load a state saved by Graft.state_dict() for this "
+        "dataset and seed."
+    )
 
 
 def _check_state(state, seed, n):
@@ -774,43 +882,51 @@ def _check_state(state, seed, n):
         )
     if state["seed"] != seed:
         raise ValueError(
-            f"the state was saved with seed={state['seed']} but this Graft has "
+            f"the state was saved with seed={state['seed']!r} but this Graft has "
             f"seed={seed}; construct it with the same seed."
         )
     saved_n = state.get("n_samples", n)
     if saved_n != n:
         raise ValueError(
-            f"the state was saved for a dataset of {saved_n} samples but this Graft "
-            f"has {n}; load it with the same dataset."
+            f"the state was saved for a dataset of {saved_n!r} samples but this "
+            f"Graft has {n}; load it with the same dataset."
         )
-    indices, weights = state["selected_indices"], state["selected_weights"]
-    if indices is None:
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        _refuse("history must be a list of dicts")
+    _check_selection(state["selected_indices"], state["selected_weights"], n)
+    at = state["selected_at"]
+    if (state["selected_indices"] is None) != (at is None) or not (
+        at is None or (isinstance(at, int) and not isinstance(at, bool) and at >= 0)
+    ):
+        _refuse(f"selected_at ({at!r}) must be the epoch (int >= 0) of its selection")
+
+
+def _check_selection(indices, weights, n):
+    if indices is None and weights is None:
         return
     ok = (
         isinstance(indices, torch.Tensor)
         and isinstance(weights, torch.Tensor)
         and indices.ndim == 1
-        and not indices.is_floating_point()
+        and len(indices) > 0
+        and indices.dtype in (torch.int64, torch.int32)
+        and weights.dtype in (torch.float32, torch.float64)
         and weights.shape == indices.shape
     )
     if not ok:
-        raise ValueError(
-            "the state's selection must be 1-D integer indices with one weight "
-            "each; load a state saved by Graft.state_dict()."
+        _refuse(
+            "selection must be non-empty 1-D integer indices with a real weight each"
         )
-    if len(indices) and not (0 <= int(indices.min()) and int(indices.max()) < n):
-        raise ValueError(
-            f"the state's selected indices span [{int(indices.min())}, "
-            f"{int(indices.max())}], outside the dataset's [0, {n - 1}]; load a "
-            "state saved with this dataset."
+    if not (0 <= int(indices.min()) and int(indices.max()) < n):
+        _refuse(
+            f"selected indices span [{int(indices.min())}, {int(indices.max())}], "
+            f"outside the dataset's [0, {n - 1}]"
         )
     if len(torch.unique(indices)) != len(indices):
-        raise ValueError("the state's selected indices repeat a sample.")
+        _refuse("selected indices repeat a sample")
     if not (torch.isfinite(weights).all() and (weights >= 0).all()):
-        raise ValueError(
-            "the state's selected weights must be finite and >= 0; load a state "
-            "saved by Graft.state_dict()."
-        )
+        _refuse("selected weights must be finite and >= 0")
 
 
 def train_epoch(graft, optimizer, epoch, loss_fn=None):

@@ -100,8 +100,9 @@ class GraftCallback(Callback):
 
     The callback's state (the current selection, the round it was made in,
     the per-sample record and the history) is saved in Lightning
-    checkpoints; a run resumed with ``trainer.fit(..., ckpt_path=...)``
-    selects exactly as an uninterrupted one.
+    checkpoints; a run resumed with ``trainer.fit(..., ckpt_path=...)`` from
+    an end-of-epoch checkpoint selects exactly as an uninterrupted one (a
+    checkpoint taken within an epoch replays that epoch from its start).
 
     Examples
     --------

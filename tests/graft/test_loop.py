@@ -471,3 +471,235 @@ def test_drop_last_the_accessors_and_a_second_pass():
         warnings.simplefilter("error")
         graft.set_epoch(1)
         list(graft.dataloader())
+
+
+@pytest.mark.parametrize("mode", ["refresh", "online"])
+def test_selection_keeps_each_layers_own_training_flag(mode):
+    X, y = _tensors()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(D, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(16, C),
+    )
+    model.train()
+    model[1].eval()  # frozen BatchNorm statistics, as in fine-tuning
+    model[3].eval()
+    graft = Graft(model, TensorDataset(X, y), mode=mode, **_options())
+    graft.set_epoch(0)
+    list(graft.dataloader())
+    assert [m.training for m in model] == [True, False, True, False, True]
+
+
+def test_a_loaded_state_is_planned_anew():
+    X, y = _tensors()
+    data, options = TensorDataset(X, y), _options(refresh_every=2)
+    graft = Graft(_net(), data, **options)
+    graft.set_epoch(0)
+    saved = graft.state_dict()
+    for epoch in (1, 2):
+        graft.set_epoch(epoch)
+    graft.load_state_dict(saved)
+    graft.set_epoch(2)  # due again: the loaded round was made at epoch 0
+    assert graft.history[-1]["ranks"] and torch.all(
+        torch.cat([b.weights for b in graft.dataloader()]) > 0
+    )
+    saved["selected_weights"].fill_(5)  # the loaded state is a copy
+    assert not torch.any(graft.selected_weights == 5)
+
+
+def test_text_batches_keep_their_attention_mask():
+    seen = []
+
+    class Text(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 8)
+            self.head = nn.Linear(8, C)
+
+        def forward(self, input_ids, attention_mask=None):
+            seen.append(attention_mask is not None)
+            return Output(self.head(self.embed(input_ids).mean(dim=1)))
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 20, (64, 5), generator=g)
+    rows = [
+        {"input_ids": ids[i], "attention_mask": torch.ones(5), "labels": i % C}
+        for i in range(64)
+    ]
+    graft = Graft(Text(), rows, **_options(batch_size=16))
+    graft.set_epoch(0)
+    assert seen and all(seen)
+
+
+def test_drop_last_leaves_the_rounds_whole():
+    X, y = _tensors()
+    sizes = []
+    for drop_last in (False, True):
+        graft = Graft(
+            _net(), TensorDataset(X, y), drop_last=drop_last, **_options(batch_size=50)
+        )
+        graft.set_epoch(0)
+        sizes.append(len(graft.selected_indices))
+        served = [len(b.indices) for b in graft.dataloader()]
+        assert served == ([50] if drop_last else [50, len(graft.selected_indices) - 50])
+    assert sizes[0] == sizes[1]
+
+
+def test_online_accounting_of_an_epoch_cut_short():
+    X, y = _tensors()
+    graft = Graft(_net(), TensorDataset(X, y), mode="online", **_options())
+    graft.set_epoch(0)
+    for k, _ in enumerate(graft.dataloader()):
+        if k == 2:
+            break
+    assert graft.history[-1]["samples"] == 3 * 9  # floor(0.3 * 32) in 3 batches
+    assert graft.fraction_achieved() == pytest.approx(27 / N)
+
+
+def test_a_last_linear_that_is_not_the_head_is_named():
+    class Backwards(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(16, C)
+            self.inner = nn.Linear(D, 16)  # registered last, but not the head
+
+        def forward(self, x):
+            return self.head(torch.relu(self.inner(x)))
+
+    graft = Graft(Backwards(), TensorDataset(*_tensors()), **_options())
+    with pytest.raises(ValueError, match=r"'inner'.*pass layer='name'"):
+        graft.set_epoch(0)
+    graft = Graft(
+        Backwards(),
+        TensorDataset(*_tensors()),
+        **_options(selector=GraftSelector(0.3, layer="head")),
+    )
+    graft.set_epoch(0)
+    assert len(graft.selected_indices) > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"history": None}, "history must be a list"),
+        ({"selected_at": None}, "selected_at"),
+        ({"selected_at": "0"}, "selected_at"),
+        (
+            {"selected_indices": lambda i: i[:0], "selected_weights": lambda w: w[:0]},
+            "non-empty",
+        ),
+        ({"selected_indices": lambda i: i > 100}, "integer indices"),
+        ({"selected_weights": lambda w: w.to(torch.complex64)}, "real weight"),
+        ({"n_samples": "240"}, "'240' samples"),
+    ],
+)
+def test_more_bad_states_are_refused_before_anything_changes(changes, message):
+    _, graft = _run(2)
+    state = graft.state_dict()
+    fresh = Graft(DictModel(_net()), DictRows(*_tensors()), **_options())
+    with pytest.raises(ValueError, match=message):
+        fresh.load_state_dict(_bad(state, **changes))
+    bad = dict(state, record=[1])
+    with pytest.raises(ValueError, match="record must be a dict"):
+        fresh.load_state_dict(bad)
+    assert fresh.selected_indices is None and fresh.history == []
+
+
+def test_a_state_without_embeddings_resumes_a_run_that_records_them():
+    X, y = _tensors()
+    model = _net()
+    plain = Graft(model, TensorDataset(X, y), **_options(selector=RandomSelector(0.5)))
+    plain.set_epoch(0)
+    for batch in plain.dataloader():
+        plain.update(
+            batch,
+            F.cross_entropy(model(batch.data[0]), batch.data[1], reduction="none"),
+        )
+    graft = Graft(model, TensorDataset(X, y), **_options(selector=RandomSelector(0.5)))
+    graft.selector = GraftSelector(0.5)
+    graft.load_state_dict(plain.state_dict())
+    graft.set_epoch(0)
+    for batch in graft.dataloader():
+        graft.update(
+            batch,
+            F.cross_entropy(model(batch.data[0]), batch.data[1], reduction="none"),
+        )
+    assert graft.record.embedding.shape == (N, 16)
+
+
+def test_per_token_embeddings_are_averaged_and_flags_pass_through():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(D, C)
+
+        def forward(self, x, scale=1.0):
+            return self.head(scale * x.unsqueeze(1).expand(-1, 4, -1)).mean(dim=1)
+
+    X, y = _tensors()
+    model = Tokens()
+    graft = Graft(
+        model,
+        TensorDataset(X, y),
+        inputs=lambda b: {"x": b[0], "scale": 2.0},
+        **_options(),
+    )
+    graft.set_epoch(0)  # take() passes the flag through to the pool
+    batch = next(iter(graft.dataloader()))
+    losses = F.cross_entropy(model(batch.data[0], 2.0), batch.data[1], reduction="none")
+    graft.update(batch, losses)
+    torch.testing.assert_close(
+        graft.record.embedding[batch.indices], 2 * X[batch.indices]
+    )
+
+
+def test_the_models_hook_holds_no_reference_to_the_graft():
+    import pickle
+
+    X, _ = _tensors()
+    model = _net()
+    big = TensorDataset(torch.randn(20000, D), torch.randint(0, C, (20000,)))
+    graft = Graft(model, big, **_options())
+    graft._attach_hook()
+    assert graft._hook is not None
+    assert len(pickle.dumps(model)) < 20000  # the dataset alone is 800 kB
+    copy.deepcopy(model)(X)  # an EMA copy's forward pass is not recorded
+    assert graft._capture.embedding is None
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(range(3))
+
+
+def test_bad_arguments_are_named():
+    import numpy as np
+
+    X, y = _tensors()
+    data = TensorDataset(X, y)
+    with pytest.raises(TypeError, match="selector must be a selector"):
+        Graft(_net(), data, selector=0.3)
+    with pytest.raises(TypeError, match="selector must be a selector"):
+        Graft(_net(), data, selector=GraftSelector)
+    with pytest.raises(ValueError, match=r"device \('gpu'\)"):
+        Graft(_net(), data, device="gpu")
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        Graft(lambda x: x, data)
+    with pytest.raises(TypeError, match="map-style dataset"):
+        Graft(_net(), Stream())
+    with pytest.raises(TypeError, match="drop_last must be True or False"):
+        Graft(_net(), data, drop_last="no")
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        Graft(_net(), data, seed="abc")
+    graft = Graft(_net(), data, **_options(batch_size=np.int64(32)))
+    graft.set_epoch(np.int64(0))
+    with pytest.raises(ValueError, match=r"in \[0, 239\]"):
+        graft.weights_of(-1)
+    with pytest.raises(TypeError, match="num_workers must be"):
+        graft.dataloader(num_workers=2.0)
+    floats = Graft(_net(), TensorDataset(X, y.float()), **_options())
+    with pytest.raises(ValueError, match="integer class labels"):
+        floats.set_epoch(0)
