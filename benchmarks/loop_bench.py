@@ -9,7 +9,9 @@ The same MLP (784-256-128-10, Adam) and the same Fashion-MNIST-shaped data
   ``set_epoch``, per-sample losses and ``graft.update`` (the loss record);
 - ``graft record``: a selector that keeps every sample and wants the
   embeddings, between rounds, so the epoch also records the 128-wide
-  embedding of every sample through the forward hook.
+  embedding of every sample through the forward hook;
+- ``plain again``: the plain loop once more, a control: its ratio to the
+  first is the noise of the machine.
 
 Reports the median epoch time of ``--repeats`` epochs and its ratio to the
 plain loop; writes ``loop_results.json`` and the table in
@@ -92,11 +94,11 @@ def _graft(model, opt, data, batch_size, selector):
 def run(n, repeats, batch_size):
     data = _data(n)
     arms = {}
-    for name in ("plain", "graft full", "graft record"):
+    for name in ("plain", "graft full", "graft record", "plain again"):
         torch.manual_seed(0)
         model = make_model("mlp", (1, 28, 28), 10)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        if name == "plain":
+        if name.startswith("plain"):
             arms[name] = _plain(model, opt, data, batch_size)
         else:
             selector = KeepAll() if name == "graft record" else None

@@ -18,6 +18,7 @@ user's function and the indices into a tensor, in the worker processes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, default_collate
@@ -204,8 +205,20 @@ def to_device(x, device):
     return x
 
 
+class _Rows(NamedTuple):
+    """A batch's rows and their dataset indices, on their way to the collate."""
+
+    rows: list
+    indices: list
+
+
 class IndexedDataset(Dataset):
-    """``(row, index)`` for each row of the user's dataset."""
+    """The user's rows with their dataset indices.
+
+    DataLoaders fetch a batch with ``__getitems__`` (the user's own, e.g. a
+    Hugging Face dataset's batched access, when it has one), which keeps the
+    indices beside the rows; ``__getitem__`` gives ``(row, index)``.
+    """
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -216,6 +229,11 @@ class IndexedDataset(Dataset):
     def __getitem__(self, i):
         return self.dataset[i], i
 
+    def __getitems__(self, indices):
+        getitems = getattr(self.dataset, "__getitems__", None)
+        rows = getitems(indices) if getitems else [self.dataset[i] for i in indices]
+        return _Rows(rows, indices)
+
 
 class IndexedCollate:
     """Collate the rows with the user's function, the indices into a tensor."""
@@ -224,6 +242,8 @@ class IndexedCollate:
         self.collate_fn = collate_fn or default_collate
 
     def __call__(self, samples):
-        rows = [row for row, _ in samples]
-        indices = torch.tensor([i for _, i in samples], dtype=torch.long)
-        return self.collate_fn(rows), indices
+        if isinstance(samples, _Rows):
+            rows, indices = samples
+        else:  # (row, index) pairs
+            rows, indices = [r for r, _ in samples], [i for _, i in samples]
+        return self.collate_fn(list(rows)), torch.tensor(indices, dtype=torch.long)

@@ -703,3 +703,24 @@ def test_bad_arguments_are_named():
     floats = Graft(_net(), TensorDataset(X, y.float()), **_options())
     with pytest.raises(ValueError, match="integer class labels"):
         floats.set_epoch(0)
+
+
+def test_a_datasets_batched_access_is_used():
+    X, y = _tensors()
+
+    class Batched(Dataset):
+        """Only batched access, as a Hugging Face dataset has it (fast)."""
+
+        def __len__(self):
+            return N
+
+        def __getitem__(self, i):
+            raise AssertionError("rows must be fetched with __getitems__")
+
+        def __getitems__(self, indices):
+            return [(X[i], y[i]) for i in indices]
+
+    graft = Graft(_net(), Batched(), **_options())
+    graft.set_epoch(0)
+    for batch in graft.dataloader(num_workers=2):
+        torch.testing.assert_close(batch.data[0], X[batch.indices])
