@@ -749,11 +749,13 @@ class Graft:
     def _select_batchwise(self, selector, epoch):
         gen = _generator(self.seed, epoch, _select_stream(self.rank))
         chosen, weights, ranks = [], [], []
-        for x, y, i in self._round_batches(epoch):
-            sel = self._select(selector, x, y, gen)
-            chosen.append(i[sel.indices.cpu()])
-            weights.append(sel.weights.cpu())
-            ranks.append(sel.rank)
+        model = self._classifier()
+        with self._evaluating():  # once for the round: no training in between
+            for x, y, i in self._round_batches(epoch):
+                sel = selector.select(model, x, y, gen)
+                chosen.append(i[sel.indices.cpu()])
+                weights.append(sel.weights.cpu())
+                ranks.append(sel.rank)
         return torch.cat(chosen), torch.cat(weights), ranks
 
     # -- the record --------------------------------------------------------------
