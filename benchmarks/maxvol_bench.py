@@ -9,7 +9,8 @@ row norm of ``C = A pinv(A[I])``), the log volume and the peak extra memory
 as a multiple of the input size ``n r``.
 
     python benchmarks/maxvol_bench.py                 # full table
-    python benchmarks/maxvol_bench.py --quick         # two small sizes, 3 repeats
+    python benchmarks/maxvol_bench.py --quick         # three small sizes, 3 repeats
+    python benchmarks/maxvol_bench.py --sizes 128x32 --threads 1   # one size
     python benchmarks/maxvol_bench.py --out docs/benchmarks   # + JSON, Markdown, PNG
 """
 
@@ -32,8 +33,11 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import maxvol_kit
 
-FULL_SIZES = [(10_000, 64), (100_000, 64), (100_000, 128), (100_000, 256)]
-QUICK_SIZES = [(10_000, 64), (100_000, 64)]
+FULL_SIZES = [(128, 32), (10_000, 64), (100_000, 64), (100_000, 128), (100_000, 256)]
+QUICK_SIZES = [(128, 32), (10_000, 64), (100_000, 64)]
+# Below this many entries a timing is the median per call of CALLS calls (one
+# call is too short for the clock and the noise of a shared machine).
+PER_CALL_BELOW, CALLS = 50_000, 200
 # teneva.maxvol builds the dense n x n permutation of scipy.linalg.lu.
 TENEVA_MAX_N = 20_000
 
@@ -119,10 +123,12 @@ def bench(sizes, repeat, seed=0):
             if _skip(name, n):
                 continue
             times = []
+            calls = CALLS if n * r < PER_CALL_BELOW else 1
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                picked = run(A, r)
-                times.append(time.perf_counter() - t0)
+                for _ in range(calls):
+                    picked = run(A, r)
+                times.append((time.perf_counter() - t0) / calls)
             median = statistics.median(times)
             base = median if name.startswith("scipy") else base
             worst, logvol, distinct = _quality(A, picked)
@@ -152,7 +158,7 @@ HEADER = (
 
 def _format_row(row):
     return (
-        f"{row['n']:>7}x{row['r']:<4} {row['method']:<28} {row['median_s']:>9.3f} "
+        f"{row['n']:>7}x{row['r']:<4} {row['method']:<28} {row['median_s']:>9.3g} "
         f"{row['ratio_to_geqp3']:>8.3f} {row['max_C']:>8.3f} {row['log_volume']:>9.2f} "
         f"{row['peak_memory_x_input']:>7.2f}"
     )
@@ -192,7 +198,7 @@ def write_outputs(rows, meta, out):
     ]
     for row in rows:
         lines.append(
-            f"| {row['n']} x {row['r']} | {row['method']} | {row['median_s']:.3f} "
+            f"| {row['n']} x {row['r']} | {row['method']} | {row['median_s']:.3g} "
             f"| {row['ratio_to_geqp3']:.3f} | {row['max_C']:.3f} "
             f"| {row['log_volume']:.2f} | {row['peak_memory_x_input']:.2f} |"
         )
@@ -236,13 +242,18 @@ def _plot(rows, meta, path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="two small sizes, 3 repeats"
+        "--quick", action="store_true", help="three small sizes, 3 repeats"
     )
     parser.add_argument("--repeat", type=int, default=None, help="runs per method (5)")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads (2)")
     parser.add_argument("--out", type=Path, default=None, help="write JSON/MD/PNG here")
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated n x r, e.g. 128x32,10000x64"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.sizes:
+        sizes = [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")]
     repeat = args.repeat or (3 if args.quick else 5)
     with threadpool_limits(args.threads):
         meta = machine() | {"threads": args.threads, "repeat": repeat}

@@ -35,16 +35,21 @@ def _fortran_copy(A, rows_per_block=256):
     return F
 
 
-def _ipiv_to_rows(piv, n, r):
-    """The first ``r`` rows of the permutation that LAPACK's ``ipiv`` encodes.
+def ipiv_to_permutation(piv, n, r):
+    """The row permutation that the first ``r`` entries of LAPACK's ``ipiv`` encode.
 
     ``ipiv`` (0-based here) is a sequence of row interchanges, not a
-    permutation.
+    permutation: ``A[perm] = L U``.
     """
     perm = np.arange(n)
     for k, p in enumerate(np.asarray(piv[:r]).tolist()):
         perm[k], perm[p] = perm[p], perm[k]
-    return perm[:r].copy()
+    return perm
+
+
+def _ipiv_to_rows(piv, n, r):
+    """The first ``r`` rows of :func:`ipiv_to_permutation`."""
+    return ipiv_to_permutation(piv, n, r)[:r].copy()
 
 
 class _GenericOps:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from maxvol_kit import _small as small
 from maxvol_kit._backend import get_backend
 from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._swaps import swap_to_dominance
@@ -124,6 +125,13 @@ def _greedy_pivots(A, k, backend):
     Raises ``_RankDeficient`` when a pivot's residual falls below
     :func:`rank_floor` times the largest row norm.
     """
+    if small.is_small(A, backend):  # one geqp3 call
+        rows, V, found = small.greedy_pivots(
+            A, k, rank_floor(A, backend), basis=k < A.shape[1]
+        )
+        if found is not None:
+            raise _RankDeficient(found)
+        return rows, V
     xp = backend.xp
     r = A.shape[1]
     scores = backend.ops.row_sq_norms(A)
@@ -175,13 +183,16 @@ def numerical_rank(A, backend):
     return A.shape[1]
 
 
-def certify(A, idx, tol, max_iter, backend, *, refine=True):
+def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
     """Coefficients of a square selection, swapped to dominance if ``refine``.
 
-    ``idx`` (host int64) is updated in place by the swaps.
+    ``idx`` (host int64) is updated in place by the swaps; ``C``, if given,
+    is ``A A[idx]^-1`` already.
     """
-    C = coefficients(A, idx, backend)
-    if refine:
+    C = coefficients(A, idx, backend) if C is None else C
+    if refine and small.is_small(A, backend):
+        n_iter, value = small.swaps(C, idx, tol, max_iter)
+    elif refine:
         n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend)
     else:
         n_iter, value = 0, backend.ops.absmax(C)[2]
@@ -194,11 +205,12 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True):
             stacklevel=3,
         )
     sub = backend.xp.take(A, backend.indices(idx), axis=0)
+    small_path = small.is_small(A, backend)
     return MaxVolResult(
         indices=backend.indices(idx),
         n_iter=n_iter,
         converged=converged,
-        log_volume=log_volume(sub, backend),
+        log_volume=small.log_abs_det(sub) if small_path else log_volume(sub, backend),
         _coefficients=C,
     )
 
@@ -268,11 +280,12 @@ def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult
     tol = check_tol(tol)
     r = A.shape[1]
     max_iter = _default_max_iter(max_iter, r)
-    idx = _start_rows(A, init, start, backend)
-    return certify(A, idx, tol, max_iter, backend)
+    idx, C = _start_rows(A, init, start, backend)
+    return certify(A, idx, tol, max_iter, backend, C=C)
 
 
 def _start_rows(A, init, start, backend):
+    """The starting rows, and their coefficients when they came for free."""
     n, r = A.shape
     if start is not None:
         idx = check_indices(start, name="start", n=n, size=r)
@@ -283,12 +296,15 @@ def _start_rows(A, init, start, backend):
                 "start selects a numerically singular submatrix A[start]; pass "
                 "rows that are linearly independent, or start=None."
             )
-        return idx
+        return idx, None
     if init == "greedy":
-        return greedy_volume(A, r, backend)[0]
+        return greedy_volume(A, r, backend)[0], None
     if init != "lu":
         raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
-    idx, u_diag = backend.ops.lu_pivot_rows(A)
+    if small.is_small(A, backend):  # rows and C from one LU
+        idx, u_diag, C = small.lu_coefficients(A)
+    else:
+        (idx, u_diag), C = backend.ops.lu_pivot_rows(A), None
     u = np.abs(u_diag)
     if not u.min() > rank_floor(A, backend) * u.max():
         found = numerical_rank(A, backend)
@@ -300,7 +316,7 @@ def _start_rows(A, init, start, backend):
             "select from an orthonormal basis of its range (e.g. the first "
             f"{found} left singular vectors), or call fast_maxvol(A, rank={found})",
         )
-    return idx.astype(np.int64)
+    return idx.astype(np.int64), C
 
 
 def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
@@ -366,6 +382,11 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
             rank, name="rank", low=1, high=r, fix="pass rank=None for the full rank"
         )
     )
+    if k == r and small.is_small(A, backend):  # picks and C from one QR
+        idx, C, found = small.greedy_coefficients(A, rank_floor(A, backend))
+        if found is not None:
+            greedy_volume(A, k, backend)  # the rank-deficiency error
+        return certify(A, idx, tol, 100 * k, backend, refine=refine, C=C)
     idx, V = greedy_volume(A, k, backend)
     B = A if k == r else A @ V
     return certify(B, idx, tol, 100 * k, backend, refine=refine)

@@ -1,0 +1,71 @@
+"""The small-problem path gives what the blocked path gives, and touches nothing."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import maxvol_kit._small as small
+from maxvol_kit import fast_maxvol, maxvol
+from maxvol_kit._backend import get_backend
+from tests.maxvol_kit.helpers import gaussian, greedy_loop, tall_matrices
+
+
+def _both(monkeypatch, call, A):
+    """``call(A)`` through the small path, then through the blocked one."""
+    out = []
+    for threshold in (2**62, -1):
+        monkeypatch.setattr(small, "SMALL", threshold)
+        out.append(call(A))
+    return out
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda A: fast_maxvol(A),
+        lambda A: fast_maxvol(A, refine=False),
+        lambda A: fast_maxvol(A, rank=max(1, A.shape[1] // 2)),
+        lambda A: maxvol(A),
+        lambda A: maxvol(A, tol=1.0),
+    ],
+    ids=["fast", "greedy", "rank", "maxvol", "maxvol-tol1"],
+)
+@pytest.mark.parametrize(
+    ("n", "r", "dtype"), [(128, 32, "float64"), (300, 12, "float32")]
+)
+def test_small_and_blocked_paths_agree(monkeypatch, call, n, r, dtype):
+    for seed in range(5):
+        A = gaussian(n, r, seed, dtype=np.dtype(dtype))
+        fast, blocked = _both(monkeypatch, call, A)
+        np.testing.assert_array_equal(fast.indices, blocked.indices)
+        assert fast.n_iter == blocked.n_iter and fast.converged == blocked.converged
+        rtol = 1e-9 if dtype == "float64" else 1e-4
+        np.testing.assert_allclose(fast.log_volume, blocked.log_volume, rtol=rtol)
+        np.testing.assert_allclose(
+            fast.coefficients, blocked.coefficients, rtol=rtol, atol=rtol
+        )
+
+
+@given(A=tall_matrices(max_n=60, max_r=8))
+def test_small_greedy_is_the_textbook_greedy(A):
+    assert small.is_small(A, get_backend(A))
+    res = fast_maxvol(A, refine=False)
+    np.testing.assert_array_equal(res.indices, greedy_loop(A, A.shape[1]))
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_input_is_not_overwritten(order):
+    A = np.array(gaussian(64, 8, 3), order=order)
+    before = A.copy()
+    fast_maxvol(A)
+    fast_maxvol(A, rank=4)
+    maxvol(A)
+    np.testing.assert_array_equal(A, before)
+
+
+def test_small_path_reports_the_numerical_rank():
+    A = gaussian(50, 6, 1)
+    A[:, 5] = A[:, 0] + A[:, 1]
+    with pytest.raises(ValueError, match="numerical rank 5"):
+        fast_maxvol(A)
+    assert len(fast_maxvol(A, rank=5).indices) == 5
