@@ -276,6 +276,11 @@ def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult
     >>> np.allclose(res.coefficients @ A[res.indices], A)
     True
     """
+    hosted = small.on_host(
+        maxvol, A, tol=tol, max_iter=max_iter, init=init, start=start
+    )
+    if hosted is not None:
+        return hosted
     A, backend = check_matrix(A)
     tol = check_tol(tol)
     r = A.shape[1]
@@ -372,6 +377,9 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
     >>> res.converged, res.indices.shape
     (True, (8,))
     """
+    hosted = small.on_host(fast_maxvol, A, rank=rank, tol=tol, refine=refine)
+    if hosted is not None:
+        return hosted
     A, backend = check_matrix(A)
     tol = check_tol(tol)
     r = A.shape[1]

@@ -12,6 +12,9 @@ The results are those of the blocked paths (ties and roundoff aside).
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import numpy as np
 import scipy.linalg
 
@@ -24,6 +27,7 @@ __all__ = [
     "is_small",
     "log_abs_det",
     "lu_coefficients",
+    "on_host",
     "swaps",
 ]
 
@@ -36,6 +40,28 @@ SMALL = 1 << 17
 def is_small(A, backend):
     """Whether ``A`` (n, r) takes the small-problem path."""
     return backend.name == "numpy" and A.shape[0] * A.shape[1] <= SMALL
+
+
+def on_host(func, A, **kwargs):
+    """``func(A)`` through NumPy for a small 2-D torch CPU tensor, else None.
+
+    A CPU tensor shares its memory with ``A.numpy()``, so the small path
+    costs no copy; the result's indices and coefficients come back as
+    tensors (int64 and the input's dtype), as the torch path returns them.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(A, torch.Tensor):
+        return None
+    if A.device.type != "cpu" or A.ndim != 2 or A.numel() > SMALL:
+        return None
+    if A.dtype not in (torch.float32, torch.float64) or A.is_sparse:
+        return None  # the torch path has the errors for these
+    result = func(A.detach().numpy(), **kwargs)
+    return dataclasses.replace(
+        result,
+        indices=torch.from_numpy(result.indices),
+        _coefficients=torch.from_numpy(result.coefficients),
+    )
 
 
 def greedy_pivots(A, k, floor, *, basis=True):

@@ -69,3 +69,20 @@ def test_small_path_reports_the_numerical_rank():
     with pytest.raises(ValueError, match="numerical rank 5"):
         fast_maxvol(A)
     assert len(fast_maxvol(A, rank=5).indices) == 5
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_small_torch_cpu_input_goes_through_numpy_and_comes_back_as_tensors(dtype):
+    torch = pytest.importorskip("torch")
+    A = gaussian(96, 12, 4, dtype=np.dtype(dtype))
+    T = torch.from_numpy(A.copy()).requires_grad_(True)
+    for call in (fast_maxvol, maxvol, lambda X: fast_maxvol(X, rank=6)):
+        got, expected = call(T), call(A)
+        assert (
+            isinstance(got.indices, torch.Tensor) and got.indices.dtype == torch.int64
+        )
+        assert got.coefficients.dtype == T.dtype
+        np.testing.assert_array_equal(got.indices.numpy(), expected.indices)
+        np.testing.assert_array_equal(got.coefficients.numpy(), expected.coefficients)
+        assert got.log_volume == expected.log_volume
+    np.testing.assert_array_equal(T.detach().numpy(), A)
