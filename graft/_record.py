@@ -40,33 +40,36 @@ class SampleRecord:
         self.epoch = None
         self._written = []  # index tensors written since the last sync
 
-    def _allocate(self, device, width):
-        n = self.n_samples
-        self.loss = torch.full((n,), float("nan"), device=device)
-        self.epoch = torch.full((n,), -1, dtype=torch.long, device=device)
-        if width is not None:
-            self.embedding = torch.zeros((n, width), device=device)
+    def _put(self, rows, loss, epoch, embedding):
+        """Write the entries of ``rows``, allocating what is not there yet.
 
-    def write(self, indices, losses, embeddings, epoch):
-        """Record ``losses`` (n,) and ``embeddings`` (n, d) or None of ``indices``."""
+        The record lives where the first losses were; the embeddings are
+        allocated when the first ones come (e.g. after loading a state
+        without them).
+        """
+        n = self.n_samples
         if self.loss is None:
-            width = None if embeddings is None else embeddings.shape[1]
-            self._allocate(losses.device, width)
-        if embeddings is not None and self.embedding is None:  # e.g. after a load
-            self.embedding = torch.zeros((self.n_samples, embeddings.shape[1]))
-            self.embedding = self.embedding.to(self.loss.device)
-        if embeddings is not None and embeddings.shape[1] != self.embedding.shape[1]:
+            self.loss = torch.full((n,), float("nan"), device=loss.device)
+            self.epoch = torch.full((n,), -1, dtype=torch.long, device=loss.device)
+        device = self.loss.device
+        if embedding is not None and self.embedding is None:
+            self.embedding = torch.zeros((n, embedding.shape[1]), device=device)
+        if embedding is not None and embedding.shape[1] != self.embedding.shape[1]:
             raise ValueError(
-                f"the embeddings of this batch have width {embeddings.shape[1]} but "
+                f"the embeddings of this batch have width {embedding.shape[1]} but "
                 f"the record holds width {self.embedding.shape[1]} (from earlier "
                 "steps or a loaded state); the final nn.Linear must see the same "
                 "embedding size in every training step."
             )
-        rows = indices.to(self.loss.device, non_blocking=True)
-        self.loss[rows] = losses.detach().float().to(self.loss.device)
-        self.epoch[rows] = epoch
-        if embeddings is not None:
-            self.embedding[rows] = embeddings.detach().float().to(self.loss.device)
+        rows = rows.to(device, non_blocking=True)
+        self.loss[rows] = loss.detach().float().to(device)
+        self.epoch[rows] = epoch.to(device) if torch.is_tensor(epoch) else epoch
+        if embedding is not None:
+            self.embedding[rows] = embedding.detach().float().to(device)
+
+    def write(self, indices, losses, embeddings, epoch):
+        """Record ``losses`` (n,) and ``embeddings`` (n, d) or None of ``indices``."""
+        self._put(indices, losses, epoch, embeddings)
         self._written.append(indices)
 
     def sync(self, world_size, all_gather):
@@ -87,18 +90,9 @@ class SampleRecord:
                 for t in self._fields()
             ),
         )
-        for part in all_gather(mine):
-            others, loss, epoch, embedding = part
-            if len(others) == 0:
-                continue
-            if self.loss is None:
-                width = None if embedding is None else embedding.shape[1]
-                self._allocate(loss.device, width)
-            rows = others.to(self.loss.device)
-            self.loss[rows] = loss.to(self.loss.device)
-            self.epoch[rows] = epoch.to(self.loss.device)
-            if embedding is not None:
-                self.embedding[rows] = embedding.to(self.loss.device)
+        for others, loss, epoch, embedding in all_gather(mine):
+            if len(others):
+                self._put(others, loss, epoch, embedding)
 
     def _fields(self):
         return self.loss, self.epoch, self.embedding

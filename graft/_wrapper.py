@@ -430,12 +430,17 @@ class Graft:
             _check_count("num_workers", kwargs["num_workers"], 0)
         shared = {k: kwargs[k] for k in _SHARED_LOADER_OPTIONS if k in kwargs}
         self._load_options = {**self._load_options, **shared}
-        options = {**self._load_options, **kwargs}
-        options["collate_fn"] = IndexedCollate(options.get("collate_fn"))
-        loader = DataLoader(
-            IndexedDataset(self.dataset), batch_sampler=self.batch_sampler, **options
+        loader = self._indexed_loader(
+            self.batch_sampler, {**self._load_options, **kwargs}
         )
         return GraftLoader(self, loader)
+
+    def _indexed_loader(self, batch_sampler, options):
+        """A DataLoader of ``(collated rows, dataset indices)`` batches."""
+        options = {**options, "collate_fn": IndexedCollate(options.get("collate_fn"))}
+        return DataLoader(
+            IndexedDataset(self.dataset), batch_sampler=batch_sampler, **options
+        )
 
     def set_epoch(self, epoch):
         """Start epoch ``epoch`` (from 0): a selection round if one is due."""
@@ -676,11 +681,7 @@ class Graft:
 
     def _load(self, batches, desc=None):
         """``(inputs, targets, indices)`` of ``batches``, on the selection's device."""
-        options = dict(self._load_options)
-        options["collate_fn"] = IndexedCollate(options.get("collate_fn"))
-        loader = DataLoader(
-            IndexedDataset(self.dataset), batch_sampler=batches, **options
-        )
+        loader = self._indexed_loader(batches, self._load_options)
         if self.progress and desc:
             loader = _tqdm(loader, desc)
         device = self._device()
