@@ -165,13 +165,15 @@ def greedy_volume(A, k, backend, *, name="A", hint=None):
     try:
         return _greedy_pivots(A, k, backend)
     except _RankDeficient as exc:
-        hint = hint or (
-            "pass rank={found} to fast_maxvol to pick that many rows, or select "
-            "from an orthonormal basis of its range"
-        )
-        raise rank_deficient_error(
-            name, A.shape, exc.found, k, hint.format(found=exc.found)
-        ) from None
+        raise _greedy_rank_error(A, exc.found, k, name, hint) from None
+
+
+def _greedy_rank_error(A, found, k, name="A", hint=None):
+    hint = hint or (
+        "pass rank={found} to fast_maxvol to pick that many rows, or select "
+        "from an orthonormal basis of its range"
+    )
+    return rank_deficient_error(name, A.shape, found, k, hint.format(found=found))
 
 
 def numerical_rank(A, backend):
@@ -190,7 +192,8 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
     is ``A A[idx]^-1`` already.
     """
     C = coefficients(A, idx, backend) if C is None else C
-    if refine and small.is_small(A, backend):
+    small_path = small.is_small(A, backend)
+    if refine and small_path:
         n_iter, value = small.swaps(C, idx, tol, max_iter)
     elif refine:
         n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend)
@@ -205,7 +208,6 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
             stacklevel=3,
         )
     sub = backend.xp.take(A, backend.indices(idx), axis=0)
-    small_path = small.is_small(A, backend)
     return MaxVolResult(
         indices=backend.indices(idx),
         n_iter=n_iter,
@@ -393,7 +395,7 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
     if k == r and small.is_small(A, backend):  # picks and C from one QR
         idx, C, found = small.greedy_coefficients(A, rank_floor(A, backend))
         if found is not None:
-            greedy_volume(A, k, backend)  # the rank-deficiency error
+            raise _greedy_rank_error(A, found, k)
         return certify(A, idx, tol, 100 * k, backend, refine=refine, C=C)
     idx, V = greedy_volume(A, k, backend)
     B = A if k == r else A @ V
