@@ -72,7 +72,12 @@ def batched(torch, b, n, r, repeat):
     """maxvol_batched against a loop of fast_maxvol calls, torch CPU and NumPy."""
     A = np.random.default_rng(1).standard_normal((b, n, r))
     rows = []
-    for label, X in (("torch cpu", torch.asarray(A)), ("numpy", A)):
+    cases = (
+        ("torch cpu", torch.asarray(A)),
+        ("torch cpu float32", torch.asarray(A, dtype=torch.float32)),
+        ("numpy", A),
+    )
+    for label, X in cases:
         t_batch = _median_time(lambda X=X: maxvol_batched(X), repeat)
         t_loop = _median_time(lambda X=X: [fast_maxvol(X[k]) for k in range(b)], repeat)
         res = maxvol_batched(X)

@@ -56,6 +56,8 @@ class _GenericOps:
     """Adapter written against the array API alone (slow paths are fine here)."""
 
     name = "array-api"
+    # Whether ``x[index_array, ...] = values`` works (NumPy, torch, CuPy do).
+    fancy_indexing = False
 
     def __init__(self, xp):
         self.xp = xp
@@ -88,8 +90,12 @@ class _GenericOps:
         return i, j, float(xp.abs(C[i, j]))
 
     def row_sq_norms(self, W):
-        """Squared Euclidean norm of every row."""
-        return self.xp.sum(W * W, axis=1)
+        """Squared Euclidean norm of every row (the last axis: also of a stack)."""
+        return self.xp.sum(W * W, axis=-1)
+
+    def last_absmax(self, C):
+        """``max_t |C[..., t]|``: the largest magnitude of every row of a stack."""
+        return self.xp.max(self.xp.abs(C), axis=-1)
 
     def row_absmax(self, C, rows_per_block=2048):
         """``max_k |C[i, k]|`` for every row ``i``, by blocks of rows."""
@@ -134,6 +140,58 @@ class _GenericOps:
         s = xp.reshape(xp.asarray(signs, dtype=X.dtype, device=device), (d, 1))
         return X @ (onehot * s)
 
+    def fill_along_rows(self, x, index, value):
+        """``x[k, index[k]] = value`` for every row ``k`` of a 2-D ``x``; returns it.
+
+        ``index`` (b, m) lives on the device. Generic: a mask and ``where``
+        (a new array); the adapters with integer-array assignment write in place.
+        """
+        xp = self.xp
+        if self.fancy_indexing:
+            x[self._row_numbers(x), index] = value
+            return x
+        return xp.where(xp.any(self._onehot(index, x.shape[1]), axis=1), value, x)
+
+    def unit_rows(self, C, rows):
+        """Make ``C[k][rows[k]]`` exactly the identity rows, for every ``k``; returns C.
+
+        ``C`` (b, n, r) and ``rows`` (b, r) on the device.
+        """
+        xp = self.xp
+        r = rows.shape[1]
+        if self.fancy_indexing:
+            eye = xp.eye(r, dtype=C.dtype, device=array_api_compat.device(C))
+            C[self._row_numbers(C), rows] = eye
+            return C
+        onehot = self._onehot(rows, C.shape[1])
+        units = xp.matrix_transpose(xp.astype(onehot, C.dtype))
+        return xp.where(xp.any(onehot, axis=1)[..., None], units, C)
+
+    def subtract_outer(self, C, u, w):
+        """``C[k] - outer(u[k], w[k])`` for a stack ``C`` (b, n, r); may reuse ``C``."""
+        return C - u[:, :, None] * w[:, None, :]
+
+    def inv_lower(self, L):
+        """Inverse of each lower-triangular matrix of a stack (upper part ignored)."""
+        xp = self.xp
+        r = L.shape[-1]
+        positions = xp.arange(r, device=array_api_compat.device(L))
+        lower = positions[:, None] >= positions[None, :]
+        return xp.linalg.inv(xp.where(lower, L, 0.0))
+
+    def _row_numbers(self, x):
+        """``[[0], [1], ..., [b - 1]]`` on the device of ``x``: pairs with an index."""
+        b = x.shape[0]
+        return self.xp.reshape(
+            self.xp.arange(b, device=array_api_compat.device(x)), (b, 1)
+        )
+
+    def _onehot(self, index, n):
+        """``onehot[k, t, i] = (index[k, t] == i)``, shape (b, m, n)."""
+        xp = self.xp
+        positions = xp.arange(n, device=array_api_compat.device(index))
+        return index[:, :, None] == xp.reshape(positions, (1, 1, n))
+
     def set_rows(self, X, rows, values):
         """``X[rows] = values`` for host row indices (one row at a time here)."""
         for k, i in enumerate(np.asarray(rows).tolist()):
@@ -165,7 +223,7 @@ class _GenericOps:
 
 
 class _NumpyOps(_GenericOps):
-    """NumPy adapter; SciPy only for LAPACK getrf, which NumPy lacks.
+    """NumPy adapter; SciPy only for LAPACK getrf and trtri, which NumPy lacks.
 
     NumPy and SciPy wheels each bundle their own OpenBLAS. After a call into
     one, its threads spin for a while and slow the first calls into the other
@@ -174,6 +232,7 @@ class _NumpyOps(_GenericOps):
     """
 
     name = "numpy"
+    fancy_indexing = True
 
     def __init__(self, xp=None):
         super().__init__(xp)
@@ -205,7 +264,11 @@ class _NumpyOps(_GenericOps):
         return i, j, max(hi, -lo)
 
     def row_sq_norms(self, W):
-        return np.einsum("ij,ij->i", W, W)
+        return np.einsum("...i,...i->...", W, W)
+
+    def last_absmax(self, C):
+        # Two reductions without the temporary of abs(C).
+        return np.maximum(C.max(axis=-1), -C.min(axis=-1))
 
     def row_absmax(self, C, rows_per_block=2048):
         # One pass over C; the abs of a block lives in a reused buffer.
@@ -224,6 +287,22 @@ class _NumpyOps(_GenericOps):
             block -= U[:, start : start + rows_per_block].T @ W
             out[start : start + rows_per_block] = np.abs(block).max(axis=1)
         return out
+
+    def subtract_outer(self, C, u, w):
+        C -= u[:, :, None] * w[:, None, :]
+        return C
+
+    def inv_lower(self, L):
+        import scipy.linalg
+
+        # One LAPACK trtri per matrix: np.linalg.inv (LU) is 8x slower here.
+        (trtri,) = scipy.linalg.get_lapack_funcs(("trtri",), (L,))
+        out = np.empty_like(L)
+        for k in range(L.shape[0]):
+            out[k], info = trtri(L[k], lower=1)
+            if info:
+                raise np.linalg.LinAlgError(f"singular triangular factor {k}")
+        return np.tril(out)
 
     def set_rows(self, X, rows, values):
         X[np.asarray(rows)] = values
@@ -245,6 +324,7 @@ class _TorchOps(_GenericOps):
     """torch adapter (CPU and CUDA): ``torch.linalg.lu_factor``, ``topk``."""
 
     name = "torch"
+    fancy_indexing = True
 
     def prepare(self, A):
         return A.detach()
@@ -272,12 +352,25 @@ class _TorchOps(_GenericOps):
     def row_sq_norms(self, W):
         import torch
 
-        return torch.einsum("ij,ij->i", W, W)
+        return torch.einsum("...i,...i->...", W, W)
+
+    def last_absmax(self, C):
+        # Two reductions without the temporary of abs(C).
+        return C.amax(-1).maximum(C.amin(-1).neg_())
 
     def thin_product(self, A, U):
         # MKL is 3x faster on the transposed problem for thin U (measured at
         # 100000 x 256 times 256 x 20 on two cores); the result is a view.
         return (U.T @ A.T).T
+
+    def subtract_outer(self, C, u, w):
+        return C.addcmul_(u[:, :, None], w[:, None, :], value=-1)
+
+    def inv_lower(self, L):
+        import torch
+
+        eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device)
+        return torch.linalg.solve_triangular(L, eye.expand_as(L), upper=False)
 
     def set_rows(self, X, rows, values):
         X[self._index(rows, X)] = values
@@ -306,6 +399,7 @@ class _CupyOps(_GenericOps):
     """CuPy adapter: ``cupyx.scipy.linalg.lu_factor``, ``argpartition``."""
 
     name = "cupy"
+    fancy_indexing = True
 
     def lu_pivot_rows(self, A):
         import cupyx.scipy.linalg

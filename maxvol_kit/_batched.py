@@ -3,10 +3,13 @@
 GRAFT selects rows in every mini-batch: many small problems (b, n, r) at
 once. Looping over them in Python costs a kernel launch (or an interpreter
 round) per operation per problem; here every step works on the whole stack:
-the greedy-volume picks advance one row per step for all problems together,
-and the swaps advance all problems that are not yet dominant. The only host
-synchronisations are one per swap round (is any problem still above
-``tol``?) and one rank check after the greedy phase.
+the greedy-volume picks advance one row per step for all problems together
+(r steps of a few stacked operations, no general inverse), and the swaps
+advance all problems that are not yet dominant, on a working set that shrinks
+to the problems still swapping. The only host synchronisations are one per
+swap round (how many problems are still above ``tol``?) and one rank check
+after the greedy phase. The volume is tracked, not recomputed: the product of
+the greedy residual norms times the pivot of every swap.
 
 For each problem the result is the one :func:`maxvol_kit.fast_maxvol` gives
 (same greedy picks, same classical swaps; ties aside).
@@ -15,6 +18,9 @@ For each problem the result is the one :func:`maxvol_kit.fast_maxvol` gives
 from __future__ import annotations
 
 import math
+
+import array_api_compat
+import numpy as np
 
 from maxvol_kit._maxvol import MaxVolResult
 from maxvol_kit._validation import check_int, check_stack, check_tol
@@ -65,61 +71,79 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     """
     A, backend = check_stack(A)
     tol = check_tol(tol)
-    xp = backend.xp
-    b, r = A.shape[0], A.shape[2]
     max_iter = (
-        100 * r
+        100 * A.shape[2]
         if max_iter is None
         else check_int(
             max_iter, name="max_iter", low=0, high=2**62, fix="pass None for no cap"
         )
     )
-    rows = _greedy_batched(A, backend)
-    C = A @ xp.linalg.inv(_gather_rows(A, rows, xp))
-    n_iter = xp.zeros(b, dtype=xp.int64, device=backend.device)
+    rows, C, log_volume = _greedy_batched(A, backend)
+    n_iter = backend.xp.zeros(A.shape[0], dtype=backend.xp.int64, device=backend.device)
     if refine:
-        C, rows, n_iter = _swaps_batched(C, rows, tol, max_iter, backend)
-    C = _unit_rows(C, rows, backend)
-    peak = xp.max(xp.reshape(xp.abs(C), (b, -1)), axis=1)
-    _, logabsdet = xp.linalg.slogdet(_gather_rows(A, rows, xp))
+        C, rows, n_iter, log_volume = _swaps_batched(
+            C, rows, log_volume, tol, max_iter, backend
+        )
+    C = backend.ops.unit_rows(C, rows)
+    peak = backend.xp.max(backend.ops.last_absmax(C), axis=1)
     return MaxVolResult(
         indices=rows,
         n_iter=n_iter,
         converged=peak <= tol,
-        log_volume=logabsdet,
+        log_volume=log_volume,
         _coefficients=C,
     )
 
 
-def _gather_rows(A, rows, xp):
-    """``A[k][rows[k]]`` for every problem ``k``: shape (b, len(rows[k]), r)."""
-    b, _, r = A.shape
-    index = xp.broadcast_to(xp.reshape(rows, (b, -1, 1)), (b, rows.shape[1], r))
-    return xp.take_along_axis(A, index, axis=1)
+def _take_rows(flat, index, n, xp):
+    """``A[k, index[k]]`` for every problem ``k``, from ``flat = A.reshape(b * n, r)``.
+
+    ``index`` has shape (b,); the result (b, r).
+    """
+    offsets = xp.arange(index.shape[0], device=array_api_compat.device(index)) * n
+    return xp.take(flat, index + offsets, axis=0)
 
 
 def _greedy_batched(A, backend):
-    """Greedy-volume picks of every problem, one step for all at a time."""
-    xp = backend.xp
+    """Greedy-volume picks of every problem, one step for all at a time.
+
+    Classical Gram-Schmidt (twice) builds an orthonormal basis (the rows of
+    ``V``) of the picked rows ``Y`` in pick order, so ``L = Y V^T`` is lower
+    triangular with the residual norms on its diagonal and the coefficients
+    need no general inverse: ``C = A Y^-1 = A V^T L^-1``. Returns
+    ``(rows, C, log|det Y|)``.
+    """
+    xp, ops = backend.xp, backend.ops
     b, n, r = A.shape
-    scores = xp.sum(A * A, axis=2)
+    flat = xp.reshape(A, (b * n, r))
+    # v^T A^T reads each problem's transpose in one contiguous sweep (half the
+    # time of A v for these shapes).
+    At = xp.asarray(xp.matrix_transpose(A), copy=True)
+    scores = ops.row_sq_norms(A)
     eps = float(xp.finfo(A.dtype).eps)
     floor = (max(n, r) * eps) ** 2 * xp.max(scores, axis=1)
+    # Row k of V belongs to pick k: contiguous writes and slices.
     V = xp.zeros((b, r, r), dtype=A.dtype, device=backend.device)
-    positions = xp.reshape(xp.arange(n, device=backend.device), (1, n))
+    Y = xp.empty((b, r, r), dtype=A.dtype, device=backend.device)
+    log_volume = xp.zeros(b, dtype=A.dtype, device=backend.device)
     deficient = xp.zeros(b, dtype=xp.bool, device=backend.device)
     picks = []
     for k in range(r):
         p = xp.argmax(scores, axis=1)
-        y = _gather_rows(A, xp.reshape(p, (b, 1)), xp)[:, 0, :]
-        Vk = V[:, :, :k]
-        for _ in range(2):  # classical Gram-Schmidt twice
-            y = y - (Vk @ (xp.matrix_transpose(Vk) @ y[..., None]))[..., 0]
+        y = _take_rows(flat, p, n, xp)
+        Y[:, k, :] = y
+        if k:
+            Vk = V[:, :k, :]
+            for _ in range(2):  # classical Gram-Schmidt twice
+                y = y - (xp.matrix_transpose(Vk) @ (Vk @ y[..., None]))[..., 0]
         s = xp.sum(y * y, axis=1)
         deficient = deficient | (s <= floor)
-        V[:, :, k] = y / xp.reshape(xp.sqrt(xp.where(s > 0, s, 1.0)), (b, 1))
-        proj = (A @ V[:, :, k, None])[..., 0]
-        scores = xp.where(positions == p[:, None], -math.inf, scores - proj * proj)
+        norm = xp.sqrt(xp.where(s > 0, s, 1.0))
+        log_volume = log_volume + xp.log(norm)
+        v = y / norm[:, None]
+        V[:, k, :] = v
+        proj = (v[:, None, :] @ At)[:, 0, :]
+        scores = ops.fill_along_rows(scores - proj * proj, p[:, None], -math.inf)
         picks.append(p)
     if bool(xp.any(deficient)):
         first = int(xp.argmax(xp.astype(deficient, xp.int8)))
@@ -128,54 +152,91 @@ def _greedy_batched(A, backend):
             "not span r dimensions to working precision; drop that problem or "
             "reduce r for the whole stack."
         )
-    return xp.stack(picks, axis=1)
+    C = A @ (xp.matrix_transpose(V) @ ops.inv_lower(Y @ xp.matrix_transpose(V)))
+    return xp.stack(picks, axis=1), C, log_volume
 
 
-def _swaps_batched(C, rows, tol, max_iter, backend):
-    """Classical MaxVol swaps on every problem still above ``tol``, together."""
-    xp = backend.xp
+def _swaps_batched(C, rows, log_volume, tol, max_iter, backend):
+    """Classical MaxVol swaps on every problem still above ``tol``, together.
+
+    The problems still swapping form a working set; once half of it is
+    dominant it shrinks to the rest (one copy), so the later rounds cost what
+    the few slow problems need, not the whole stack.
+    """
+    xp, ops = backend.xp, backend.ops
     b, n, r = C.shape
     columns = xp.reshape(xp.arange(r, device=backend.device), (1, r))
     n_iter = xp.zeros(b, dtype=xp.int64, device=backend.device)
+    work = _Working(np.arange(b), C, rows, n_iter, log_volume, backend)
     for _ in range(max_iter):
         # Selected rows hold unit rows (1 <= tol); masking them keeps roundoff
         # from selecting a row twice when tol = 1.
-        selected = _selected(rows, n, backend)[..., None]
-        flat_abs = xp.reshape(xp.where(selected, 0.0, xp.abs(C)), (b, n * r))
-        flat = xp.argmax(flat_abs, axis=1)
-        value = xp.take_along_axis(flat_abs, flat[:, None], axis=1)[:, 0]
-        active = value > tol
-        if not bool(xp.any(active)):  # the one host sync per round
+        row_max = ops.fill_along_rows(ops.last_absmax(work.C), work.rows, 0.0)
+        i = xp.argmax(row_max, axis=1)
+        active = xp.take_along_axis(row_max, i[:, None], axis=1)[:, 0] > tol
+        n_active = int(xp.sum(xp.astype(active, xp.int64)))  # the one host sync
+        if not n_active:
             break
-        i, j = flat // r, flat % r
-        u = xp.take_along_axis(
-            C, xp.broadcast_to(xp.reshape(j, (b, 1, 1)), (b, n, 1)), axis=2
-        )[..., 0]
-        row = _gather_rows(C, xp.reshape(i, (b, 1)), xp)[:, 0, :]
+        if 2 * n_active <= work.size:
+            keep = ops.to_host(active)
+            work.shrink(keep, (C, rows, n_iter, log_volume))
+            i, active = (
+                _take_where(i, keep, backend),
+                _take_where(active, keep, backend),
+            )
+        row = _take_rows(xp.reshape(work.C, (-1, r)), i, n, xp)
+        j = xp.argmax(xp.abs(row), axis=1)
         pivot = xp.take_along_axis(row, j[:, None], axis=1)
-        w = (row - xp.astype(columns == j[:, None], C.dtype)) / pivot
-        w = xp.where(active[:, None], w, 0.0)
-        C = C - u[:, :, None] * w[:, None, :]
-        rows = xp.where((columns == j[:, None]) & active[:, None], i[:, None], rows)
-        n_iter = n_iter + xp.astype(active, xp.int64)
-    return C, rows, n_iter
+        hit = columns == j[:, None]
+        w = xp.where(active[:, None], (row - xp.astype(hit, C.dtype)) / pivot, 0.0)
+        u = xp.take_along_axis(
+            work.C, xp.broadcast_to(j[:, None, None], (work.size, n, 1)), axis=2
+        )[..., 0]
+        work.C = ops.subtract_outer(work.C, u, w)
+        work.rows = xp.where(hit & active[:, None], i[:, None], work.rows)
+        work.n_iter = work.n_iter + xp.astype(active, xp.int64)
+        work.log_volume = work.log_volume + xp.where(
+            active, xp.log(xp.abs(pivot[:, 0])), 0.0
+        )
+    return work.merge((C, rows, n_iter, log_volume))
 
 
-def _onehot(rows, n, backend):
-    """``onehot[k, t, i] = (rows[k, t] == i)``, shape (b, r, n)."""
-    xp = backend.xp
-    positions = xp.reshape(xp.arange(n, device=backend.device), (1, 1, n))
-    return xp.reshape(rows, (rows.shape[0], rows.shape[1], 1)) == positions
+def _take_where(x, keep, backend):
+    """The entries of ``x`` (on the device) where the host mask ``keep`` holds."""
+    return backend.xp.take(x, backend.indices(np.flatnonzero(keep)), axis=0)
 
 
-def _selected(rows, n, backend):
-    """Boolean (b, n): which rows each problem has selected."""
-    return backend.xp.any(_onehot(rows, n, backend), axis=1)
+class _Working:
+    """The problems of a stack still being swapped: their ids and state arrays."""
 
+    def __init__(self, ids, C, rows, n_iter, log_volume, backend):
+        self.ids, self.backend = ids, backend
+        self.C, self.rows, self.n_iter, self.log_volume = C, rows, n_iter, log_volume
 
-def _unit_rows(C, rows, backend):
-    """Make ``C[k][rows[k]]`` exactly the identity (roundoff of the updates)."""
-    xp = backend.xp
-    onehot = _onehot(rows, C.shape[1], backend)
-    units = xp.matrix_transpose(xp.astype(onehot, C.dtype))
-    return xp.where(xp.any(onehot, axis=1)[..., None], units, C)
+    @property
+    def size(self):
+        return self.ids.shape[0]
+
+    def _state(self):
+        return (self.C, self.rows, self.n_iter, self.log_volume)
+
+    def shrink(self, keep, full):
+        """Write the problems that leave back into ``full``; keep the others."""
+        ops = self.backend.ops
+        leaving = ~keep
+        for whole, part in zip(full, self._state(), strict=True):
+            ops.set_rows(
+                whole, self.ids[leaving], _take_where(part, leaving, self.backend)
+            )
+        self.C, self.rows, self.n_iter, self.log_volume = (
+            _take_where(part, keep, self.backend) for part in self._state()
+        )
+        self.ids = self.ids[keep]
+
+    def merge(self, full):
+        """Write the working problems back into ``full``; return the full arrays."""
+        if self.size == full[0].shape[0]:
+            return self._state()
+        for whole, part in zip(full, self._state(), strict=True):
+            self.backend.ops.set_rows(whole, self.ids, part)
+        return full
