@@ -6,8 +6,10 @@
   collated data, loss weights, dataset indices); ``Graft.update`` returns the
   weighted mean loss and keeps the per-sample record (:class:`SampleRecord`).
 - :class:`GraftSelector` (GRAFT: Fast MaxVol on low-rank batch coordinates,
-  gradient-aware rank), :class:`SageSelector` (gradient agreement with a
-  Frequent Directions sketch) and :class:`RandomSelector` share one interface.
+  gradient-aware rank), :class:`InfoBatchSelector` (soft pruning of
+  well-learned samples), :class:`SageSelector` (gradient agreement with a
+  Frequent Directions sketch) and :class:`RandomSelector` share one interface;
+  the rounds of GRAFT, InfoBatch and random read the per-sample record only.
 - :class:`FactGraSS` and :class:`GraSS` compress per-sample gradients (sparse
   masks and sparse JL maps); :func:`attribute` scores training samples by
   their compressed gradients' similarity to test samples.
@@ -18,6 +20,7 @@ from graft._attribution import attribute
 from graft._compress import FactGraSS, GraSS
 from graft._pruning import collect_activations, prune_channels, prune_model
 from graft._record import SampleRecord
+from graft._round import InfoBatchSelector
 from graft._selectors import GraftSelector, RandomSelector, SageSelector, Selection
 from graft._wrapper import (
     Graft,
@@ -35,6 +38,7 @@ __all__ = [
     "GraftBatchSampler",
     "GraftLoader",
     "GraftSelector",
+    "InfoBatchSelector",
     "RandomSelector",
     "SageSelector",
     "SampleRecord",

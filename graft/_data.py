@@ -15,6 +15,7 @@ import numpy as np
 
 __all__ = [
     "FASHION_MNIST_DIR",
+    "corrupt",
     "load_dataset",
     "load_digits_split",
     "load_idx",
@@ -108,7 +109,80 @@ def load_digits_split(test_size=0.3, random_state=0):
     )
 
 
-def load_dataset(name="auto", *, data_dir=None, train_size=None, seed=0):
+def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
+    """A training set with something to remove: imbalance, duplicates, wrong labels.
+
+    Applied in that order, from ``numpy.random.default_rng(seed)``; the test
+    set is left clean and balanced.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, 1, h, w), values in [0, 1]
+    y : ndarray of shape (n,), class labels 0..C-1
+    duplicates : float in [0, 1)
+        That share of the samples is replaced by near-duplicates of the
+        others (each a random other sample of the set, shifted by up to one
+        pixel each way, plus Gaussian noise of sd 0.05, clipped to [0, 1]),
+        with the label of the sample it copies.
+    label_noise : float in [0, 1)
+        That share of the labels is replaced by a uniformly drawn other class
+        (symmetric noise).
+    imbalance : float >= 1
+        Long tail: class ``c`` keeps ``n_c * imbalance ** (-c / (C - 1))`` of
+        its samples (the largest over the smallest class is ``imbalance``).
+
+    Returns
+    -------
+    X, y : ndarrays
+        The corrupted set (float32 images, int64 labels).
+    """
+    for name, value, high in (
+        ("duplicates", duplicates, 1.0),
+        ("label_noise", label_noise, 1.0),
+    ):
+        if not 0 <= value < high:
+            raise ValueError(f"{name} ({value}) must be in [0, 1); e.g. 0.3.")
+    if not imbalance >= 1:
+        raise ValueError(f"imbalance ({imbalance}) must be >= 1; e.g. 10.")
+    rng = np.random.default_rng(seed)
+    X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)
+    n_classes = int(y.max()) + 1
+    if imbalance > 1 and n_classes > 1:
+        keep = []
+        for c in range(n_classes):
+            rows = np.flatnonzero(y == c)
+            n_keep = max(1, round(len(rows) * imbalance ** (-c / (n_classes - 1))))
+            keep.append(rng.choice(rows, n_keep, replace=False))
+        keep = np.sort(np.concatenate(keep))
+        X, y = X[keep], y[keep]
+    X, y = X.copy(), y.copy()
+    n = len(y)
+    if duplicates:
+        copies = rng.choice(n, round(duplicates * n), replace=False)
+        originals = np.setdiff1d(np.arange(n), copies)
+        sources = rng.choice(originals, len(copies))
+        for i, j in zip(copies, sources, strict=True):
+            dy, dx = rng.integers(-1, 2, size=2)
+            X[i] = np.roll(X[j], (dy, dx), axis=(-2, -1))
+        X[copies] += rng.normal(0.0, 0.05, X[copies].shape).astype(np.float32)
+        np.clip(X, 0.0, 1.0, out=X)
+        y[copies] = y[sources]
+    if label_noise:
+        flip = rng.choice(n, round(label_noise * n), replace=False)
+        y[flip] = (y[flip] + rng.integers(1, n_classes, len(flip))) % n_classes
+    return X, y
+
+
+def load_dataset(
+    name="auto",
+    *,
+    data_dir=None,
+    train_size=None,
+    seed=0,
+    duplicates=0.0,
+    label_noise=0.0,
+    imbalance=1.0,
+):
     """Train and test ``TensorDataset`` s of images ``(1, h, w)`` and labels.
 
     Parameters
@@ -120,7 +194,11 @@ def load_dataset(name="auto", *, data_dir=None, train_size=None, seed=0):
     train_size : int, optional
         Keep a random subset of this many training samples.
     seed : int
-        Seed of the train/test split (digits) and of the subset.
+        Seed of the train/test split (digits), of the subset and of the
+        corruption.
+    duplicates, label_noise, imbalance
+        Corrupt the training set (:func:`corrupt`); the defaults leave it
+        clean.
 
     Returns
     -------
@@ -152,6 +230,15 @@ def load_dataset(name="auto", *, data_dir=None, train_size=None, seed=0):
     if train_size is not None and train_size < len(y_tr):
         keep = np.random.default_rng(seed).choice(len(y_tr), train_size, replace=False)
         X_tr, y_tr = X_tr[np.sort(keep)], y_tr[np.sort(keep)]
+    if duplicates or label_noise or imbalance != 1:
+        X_tr, y_tr = corrupt(
+            X_tr,
+            y_tr,
+            duplicates=duplicates,
+            label_noise=label_noise,
+            imbalance=imbalance,
+            seed=seed,
+        )
 
     def tensors(X, y):
         return TensorDataset(

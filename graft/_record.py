@@ -5,8 +5,9 @@ per-sample loss, the epoch it was computed in and (when the selector wants
 them) the embedding the forward hook saw entering the final ``nn.Linear``,
 all detached and in float32, on the device the losses are on (no host copy
 in the training step). A selection round can read them instead of running
-a forward pass of its own. Memory: ``N * (4 d + 12)`` bytes for ``N``
-samples and embeddings of width ``d`` (60000 samples, d = 64: 16 MB).
+a forward pass of its own. Memory: ``N * (4 d + 20)`` bytes for ``N``
+samples, embeddings of width ``d`` and class labels (60000 samples, d = 64:
+16 MB).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class SampleRecord:
         from a run without them leaves zeros for the samples it recorded.
     epoch : Tensor of shape (n_samples,) or None
         The epoch of each sample's record, -1 if never recorded.
+    target : Tensor of shape (n_samples,) or None
+        The class label of each recorded sample (-1: not recorded); None
+        when the batches carry no integer class labels.
     """
 
     def __init__(self, n_samples):
@@ -38,9 +42,10 @@ class SampleRecord:
         self.loss = None
         self.embedding = None
         self.epoch = None
+        self.target = None
         self._written = []  # index tensors written since the last sync
 
-    def _put(self, rows, loss, epoch, embedding):
+    def _put(self, rows, loss, epoch, embedding, target=None):
         """Write the entries of ``rows``, allocating what is not there yet.
 
         The record lives where the first losses were; the embeddings are
@@ -54,6 +59,8 @@ class SampleRecord:
         device = self.loss.device
         if embedding is not None and self.embedding is None:
             self.embedding = torch.zeros((n, embedding.shape[1]), device=device)
+        if target is not None and self.target is None:
+            self.target = torch.full((n,), -1, dtype=torch.long, device=device)
         if embedding is not None and embedding.shape[1] != self.embedding.shape[1]:
             raise ValueError(
                 f"the embeddings of this batch have width {embedding.shape[1]} but "
@@ -66,10 +73,23 @@ class SampleRecord:
         self.epoch[rows] = epoch.to(device) if torch.is_tensor(epoch) else epoch
         if embedding is not None:
             self.embedding[rows] = embedding.detach().float().to(device)
+        if target is not None:
+            self.target[rows] = target.to(device)
 
-    def write(self, indices, losses, embeddings, epoch):
-        """Record ``losses`` (n,) and ``embeddings`` (n, d) or None of ``indices``."""
-        self._put(indices, losses, epoch, embeddings)
+    def write(self, indices, losses, embeddings, epoch, targets=None):
+        """Record ``losses`` (n,), ``embeddings`` (n, d) and ``targets`` of ``indices``.
+
+        ``embeddings`` and ``targets`` may be None; targets are recorded only
+        when they are integer class labels of shape (n,).
+        """
+        if targets is not None and (
+            not isinstance(targets, torch.Tensor)
+            or targets.shape != losses.shape
+            or targets.is_floating_point()
+            or targets.dtype == torch.bool
+        ):
+            targets = None
+        self._put(indices, losses, epoch, embeddings, targets)
         self._written.append(indices)
 
     def sync(self, world_size, all_gather):
@@ -90,12 +110,12 @@ class SampleRecord:
                 for t in self._fields()
             ),
         )
-        for others, loss, epoch, embedding in all_gather(mine):
+        for others, loss, epoch, embedding, target in all_gather(mine):
             if len(others):
-                self._put(others, loss, epoch, embedding)
+                self._put(others, loss, epoch, embedding, target)
 
     def _fields(self):
-        return self.loss, self.epoch, self.embedding
+        return self.loss, self.epoch, self.embedding, self.target
 
     @property
     def nbytes(self):
@@ -108,10 +128,10 @@ class SampleRecord:
         """CPU copies of the record (None before the first write)."""
         if self.loss is None:
             return None
-        loss, epoch, embedding = (
+        loss, epoch, embedding, target = (
             None if t is None else t.detach().cpu().clone() for t in self._fields()
         )
-        return {"loss": loss, "epoch": epoch, "embedding": embedding}
+        return {"loss": loss, "epoch": epoch, "embedding": embedding, "target": target}
 
     def check_state(self, state):
         """Raise ValueError if ``state`` is not a record of ``n_samples`` samples."""
@@ -138,18 +158,27 @@ class SampleRecord:
             ok = (
                 ok and embedding.shape[0] == n and bool(torch.isfinite(embedding).all())
             )
+        target = state.get("target")
+        if ok and target is not None:
+            ok = (
+                isinstance(target, torch.Tensor)
+                and target.shape == (n,)
+                and not target.is_floating_point()
+                and bool((target >= -1).all())
+            )
         if not ok:
             raise ValueError(
                 f"the state's record does not fit this dataset of {n} samples (it "
-                "needs loss and epoch of shape (n,), epochs >= -1 and finite "
-                "embeddings of shape (n, d)); load a state saved with this dataset."
+                "needs loss and epoch of shape (n,), epochs >= -1, finite "
+                "embeddings of shape (n, d) and integer targets >= -1 of shape "
+                "(n,)); load a state saved with this dataset."
             )
 
     def load_state_dict(self, state, device):
         """Restore :meth:`state_dict` (checked by :meth:`check_state`) on ``device``."""
         self._written = []
         if state is None:
-            self.loss = self.embedding = self.epoch = None
+            self.loss = self.embedding = self.epoch = self.target = None
             return
         self.loss = state["loss"].float().to(device).clone()
         self.epoch = state["epoch"].long().to(device).clone()
@@ -157,3 +186,5 @@ class SampleRecord:
         if embedding is not None:
             embedding = embedding.float().to(device).clone()
         self.embedding = embedding
+        target = state.get("target")
+        self.target = None if target is None else target.long().to(device).clone()

@@ -39,16 +39,16 @@ def summarize(runs):
 def format_table(rows):
     """The summary as aligned text."""
     head = (
-        f"{'selector':10s} {'fraction':>8s} {'test accuracy %':>17s} "
+        f"{'selector':20s} {'fraction':>8s} {'test accuracy %':>17s} "
         f"{'wall s':>8s} {'selection':>9s} {'energy J':>9s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        acc = (
-            f"{100 * r['test_accuracy_mean']:.2f} +- {100 * r['test_accuracy_std']:.2f}"
-        )
+        acc = f"{100 * r['test_accuracy_mean']:.2f}"
+        if r["seeds"] > 1:
+            acc += f" +- {100 * r['test_accuracy_std']:.2f}"
         lines.append(
-            f"{r['selector']:10s} {r['fraction_achieved']:8.3f} {acc:>17s} "
+            f"{r['selector']:20s} {r['fraction_achieved']:8.3f} {acc:>17s} "
             f"{r['wall_time_s']:8.1f} {r['selection_share']:9.1%} {r['energy_j']:9.0f}"
         )
     sources = {r["energy_source"] for r in rows}
@@ -75,37 +75,51 @@ def write_report(out, config, runs):
     return summary
 
 
+def _mean_curves(runs):
+    """Per selector: mean wall time, mean and sd test accuracy (%) per epoch."""
+    curves = {}
+    for selector in dict.fromkeys(r["selector"] for r in runs):
+        mine = [r["history"] for r in runs if r["selector"] == selector]
+        epochs = min(len(h) for h in mine)
+        t = [statistics.mean(h[e]["wall_time_s"] for h in mine) for e in range(epochs)]
+        acc = [[100 * h[e]["test_accuracy"] for h in mine] for e in range(epochs)]
+        curves[selector] = (
+            t,
+            [statistics.mean(a) for a in acc],
+            [statistics.pstdev(a) for a in acc],
+        )
+    return curves
+
+
 def _plots(out, runs):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {}
     fig1, ax1 = plt.subplots(figsize=(6, 4))
     fig2, ax2 = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        colour = colours.setdefault(r["selector"], f"C{len(colours)}")
-        label = r["selector"] if r["seed"] == runs[0]["seed"] else None
-        epochs = [h["epoch"] + 1 for h in r["history"]]
-        acc = [100 * h["test_accuracy"] for h in r["history"]]
-        ax1.plot(
-            [h["wall_time_s"] for h in r["history"]],
-            acc,
-            "o-",
-            color=colour,
-            label=label,
-        )
-        ax2.plot(epochs, acc, "o-", color=colour, label=label)
+    for k, (selector, curve) in enumerate(_mean_curves(runs).items()):
+        t, acc, sd = curve
+        style = {"color": f"C{k}", "label": selector}
+        for ax, x in ((ax1, t), (ax2, range(1, len(t) + 1))):
+            x = list(x)
+            ax.plot(x, acc, "o-", ms=3, **style)
+            if any(sd):  # a band of one sd over the seeds
+                low = [a - s for a, s in zip(acc, sd, strict=True)]
+                high = [a + s for a, s in zip(acc, sd, strict=True)]
+                ax.fill_between(x, low, high, color=f"C{k}", alpha=0.2)
     ax1.set(
-        xlabel="wall time (s)", ylabel="test accuracy (%)", title="accuracy vs time"
+        xlabel="wall time (s, mean over seeds)",
+        ylabel="test accuracy (%)",
+        title="accuracy vs time (bands: +- 1 sd over seeds)",
     )
     ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy vs epoch")
     for fig, ax, name in (
         (fig1, ax1, "accuracy_vs_time.png"),
         (fig2, ax2, "accuracy_vs_epoch.png"),
     ):
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out / name, dpi=110)
         plt.close(fig)

@@ -23,6 +23,7 @@ import torch
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
+from graft._round import graft_round, uniform_round
 from maxvol_kit._backend import get_backend
 from maxvol_kit._groups import allocate
 from maxvol_kit._maxvol import greedy_volume
@@ -72,7 +73,10 @@ def _budget(fraction, batch):
 
 
 class RandomSelector:
-    """A uniformly random share ``fraction`` of each batch, weight 1.
+    """A uniformly random share ``fraction`` of the data, weight 1.
+
+    A selection round (refresh mode) draws ``fraction`` of the dataset
+    without reading any of it; online mode draws it in each batch.
 
     Parameters
     ----------
@@ -82,6 +86,11 @@ class RandomSelector:
     name = "random"
     wants_embeddings = False
     layer = None
+    from_record = True  # a round needs nothing from the data
+
+    def select_from_record(self, record, epoch, generator):
+        """A round: ``fraction`` of the dataset, uniformly (the record is unread)."""
+        return uniform_round(record.n_samples, self.fraction, generator)
 
     def __init__(self, fraction):
         self.fraction = _check_fraction(fraction)
@@ -95,10 +104,21 @@ class RandomSelector:
 
 
 class GraftSelector:
-    """GRAFT: volume-based picks on low-rank batch coordinates, gradient-aware rank.
+    """GRAFT: volume-based picks on low-rank coordinates, gradient-aware rank.
 
-    For each batch: per-sample features (the embedding that enters the final
-    ``nn.Linear``, random Fourier features of it, the closed-form last-layer
+    ``scope="round"`` (the default, refresh mode): one selection over the
+    whole dataset from the per-sample record of the training passes, with no
+    forward pass of its own (:func:`graft._round.graft_round`): per class, a
+    budget in proportion to its size; the Fast MaxVol rows of the top
+    principal directions of the class's recorded embeddings, as many
+    directions as the relative residual ``eps`` needs; the rest drawn by
+    leverage in those directions mixed half and half with uniform, weighted
+    by inverse inclusion probability. The options below ``eps`` apply to
+    ``scope="batch"`` only.
+
+    ``scope="batch"`` (and online mode): for each batch, per-sample features
+    (the embedding that enters the final ``nn.Linear``, random Fourier
+    features of it, the closed-form last-layer
     gradient, both, or a callable); their top principal coordinates; a pick
     order, by randomized volume sampling (default) or the Fast MaxVol greedy
     order; then the smallest prefix whose least-squares gradient combination
@@ -110,7 +130,11 @@ class GraftSelector:
     fraction : float in (0, 1]
         Budget: at most this share of each batch.
     eps : float, default=0.1
-        Relative gradient residual to reach.
+        Relative residual to reach: of the gradient (batch scope), of the
+        class's embeddings by their top principal directions (round scope).
+    scope : {"round", "batch"}, default="round"
+        Select over the record of the whole dataset, or within each batch
+        with a forward pass of its own.
     min_fraction : float or None, default=None
         At least this share of each batch; None means ``fraction`` (the
         whole budget: on Fashion-MNIST, stopping early at the rank rule's
@@ -168,6 +192,7 @@ default="embedding"
         fraction,
         *,
         eps=0.1,
+        scope="round",
         min_fraction=None,
         features="embedding",
         coordinates="us",
@@ -228,7 +253,24 @@ default="embedding"
             )
         self.pool = pool
         self.layer = layer
+        if scope not in ("round", "batch"):
+            raise ValueError(f"scope ({scope!r}) must be 'round' or 'batch'.")
+        if scope == "round" and callable(features):
+            raise ValueError(
+                "features=callable needs scope='batch': a round reads the recorded "
+                "embeddings of the final nn.Linear."
+            )
+        self.scope = scope
         self.wants_embeddings = not callable(features)
+
+    @property
+    def from_record(self):
+        """Whether a round reads the record (``scope="round"``)."""
+        return self.scope == "round"
+
+    def select_from_record(self, record, epoch, generator):
+        """A round over the record: ``(dataset indices, weights, ranks)``."""
+        return graft_round(record, self.fraction, self.eps, generator)
 
     def _features(self, model, inputs, targets, h, G):
         if callable(self.features):

@@ -124,10 +124,19 @@ def _check_model_type(model):
         )
 
 
+def _reads_record(selector):
+    """Whether a round of ``selector`` reads the record instead of the data."""
+    return bool(getattr(selector, "from_record", False)) and callable(
+        getattr(selector, "select_from_record", None)
+    )
+
+
 def _check_selector(selector):
     if selector is None:
         return
-    if isinstance(selector, type) or not callable(getattr(selector, "select", None)):
+    if isinstance(selector, type) or not (
+        callable(getattr(selector, "select", None)) or _reads_record(selector)
+    ):
         raise TypeError(
             f"selector must be a selector such as GraftSelector(0.3), "
             f"RandomSelector(0.3) or SageSelector(0.3), or None for all data; got "
@@ -382,6 +391,11 @@ class Graft:
             raise TypeError(f"drop_last must be True or False, got {drop_last!r}.")
         _check_model_type(model)
         _check_selector(selector)
+        if mode == "online" and not callable(getattr(selector, "select", None)):
+            raise ValueError(
+                f"{type(selector).__name__} selects in rounds from the per-sample "
+                "record and has no per-batch selection; use mode='refresh'."
+            )
         _check_dataset(dataset)
         self.model = model
         self.dataset = dataset
@@ -514,7 +528,8 @@ class Graft:
                 "pixel losses per sample first)."
             )
         embeddings = self._take_embeddings(n)
-        self.record.write(batch.indices, losses, embeddings, self._epoch)
+        targets = self.format.targets(batch.data)
+        self.record.write(batch.indices, losses, embeddings, self._epoch, targets)
         weights = batch.weights.to(losses.device, non_blocking=True)
         return (weights * losses).mean()
 
@@ -570,6 +585,7 @@ class Graft:
     def _due(self, epoch):
         return (
             self._selection is None
+            or getattr(self._selector_at(epoch), "rounds_every_epoch", False)
             or epoch - self._selected_at >= self.refresh_every
             or self._selected_at < self.warm_start <= epoch
         )
@@ -714,7 +730,9 @@ class Graft:
         """
         try:
             selector = self._selector_at(epoch)
-            if hasattr(selector, "select_round"):
+            if _reads_record(selector):
+                chosen, weights, ranks = self._select_from_record(selector, epoch)
+            elif hasattr(selector, "select_round"):
                 with self._evaluating():
                     chosen, weights, ranks = selector.select_round(
                         self._classifier(), lambda: self._round_batches(epoch)
@@ -741,6 +759,15 @@ class Graft:
         self._selected_at = epoch
         self._weight_of = torch.zeros(len(self.dataset))
         self._weight_of[indices] = weights.float()
+
+    def _select_from_record(self, selector, epoch):
+        """A round from the record: every rank computes it, keeps its share."""
+        generator = _generator(self.seed, epoch, "record")
+        chosen, weights, ranks = selector.select_from_record(
+            self.record, epoch, generator
+        )
+        mine = torch.arange(self.rank, len(chosen), self.world_size)
+        return chosen[mine], weights[mine], ranks
 
     def _round_batches(self, epoch):
         """The whole dataset in the round's order, this rank's shard."""

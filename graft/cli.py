@@ -13,6 +13,7 @@ backward pass, and an energy figure; it prints a table and writes
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -36,9 +37,9 @@ def _parser():
     run.add_argument("--model", default="cnn", choices=["mlp", "cnn"])
     run.add_argument(
         "--selectors",
-        default="full,random,graft",
-        help="comma-separated: full, random, graft, sage, or a variant "
-        "(see docs/graft.md)",
+        default="full,random,infobatch,graft",
+        help="comma-separated: full, full-short (full data for fraction x epochs), "
+        "random, infobatch, graft, sage, or a variant (see docs/graft.md)",
     )
     run.add_argument("--fraction", type=float, default=0.3)
     run.add_argument(
@@ -49,7 +50,41 @@ def _parser():
     )
     run.add_argument("--seeds", type=int, default=1)
     run.add_argument("--mode", default="refresh", choices=["refresh", "online"])
-    run.add_argument("--refresh-every", type=int, default=2)
+    run.add_argument(
+        "--refresh-every",
+        type=int,
+        default=1,
+        help="epochs between selection rounds (rounds from the record cost ~0)",
+    )
+    run.add_argument(
+        "--schedule",
+        default="cosine",
+        choices=["cosine", "constant"],
+        help="learning rate over each run's own epochs: cosine decays to ~0",
+    )
+    run.add_argument(
+        "--duplicates",
+        type=float,
+        default=0.0,
+        help="share of the training set replaced by near-duplicates",
+    )
+    run.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="share of the training labels flipped to another class",
+    )
+    run.add_argument(
+        "--imbalance",
+        type=float,
+        default=1.0,
+        help="largest over smallest training class (long tail); 1: balanced",
+    )
+    run.add_argument(
+        "--no-clean",
+        action="store_true",
+        help="with a corruption flag, skip the same runs on the clean data",
+    )
     run.add_argument("--eps", type=float, default=0.1, help="GRAFT residual target")
     run.add_argument(
         "--warm-start",
@@ -76,7 +111,8 @@ def _parser():
 # --fraction; "warm_start" is the wrapper's.
 _GREEDY = {"sampling": "greedy", "pool": None}
 _GRAFT_VARIANTS = {
-    "graft": {},  # GraftSelector's defaults: volume sampling in a pool of 2x budget
+    "graft": {"scope": "round"},  # GraftSelector's defaults: from the record
+    "graft-batch": {},  # per batch: volume sampling in a pool of 2x budget
     "graft-volume": {"sampling": "volume", "pool": None},
     "graft-greedy": _GREEDY,
     "graft-rank": {**_GREEDY, "min_fraction": 0.5},  # the rank rule may stop early
@@ -102,20 +138,29 @@ _SAGE_VARIANTS = {
     "sage-top": {"keep": "top"},
     "sage-top-overall": {"keep": "top", "class_balanced": False},
 }
-SELECTORS = ("full", "random", *_GRAFT_VARIANTS, *_SAGE_VARIANTS)
+SELECTORS = (
+    "full",
+    "full-short",
+    "random",
+    "infobatch",
+    *_GRAFT_VARIANTS,
+    *_SAGE_VARIANTS,
+)
 
 
 def _selector(name, args):
-    from graft import GraftSelector, RandomSelector, SageSelector
+    from graft import GraftSelector, InfoBatchSelector, RandomSelector, SageSelector
 
-    if name == "full":
+    if name in ("full", "full-short"):
         return None
     if name == "random":
         return RandomSelector(args.fraction)
+    if name == "infobatch":
+        return InfoBatchSelector(args.epochs)
     if name in _SAGE_VARIANTS:
         return SageSelector(args.fraction, **_SAGE_VARIANTS[name])
     if name in _GRAFT_VARIANTS:
-        options = dict(_GRAFT_VARIANTS[name])
+        options = {"scope": "batch", **_GRAFT_VARIANTS[name]}
         options.pop("warm_start", None)  # a wrapper option, see run_one
         if "min_fraction" in options:
             options["min_fraction"] *= args.fraction
@@ -144,6 +189,20 @@ def _energy(cpu_seconds):
     )
 
 
+def _epochs(args, name):
+    """The epochs of an arm: ``full-short`` gets ``fraction`` of them."""
+    if name == "full-short":
+        return max(1, round(args.fraction * args.epochs))
+    return args.epochs
+
+
+def _learning_rate(args, epoch, epochs):
+    """The learning rate of ``epoch``: cosine to ~0 over the arm's own epochs."""
+    if args.schedule == "constant":
+        return args.lr
+    return args.lr * 0.5 * (1 + math.cos(math.pi * (epoch + 0.5) / epochs))
+
+
 def run_one(args, name, seed, train, test, info, log):
     """Train one model with one selector; the run's record."""
     import torch
@@ -165,8 +224,11 @@ def run_one(args, name, seed, train, test, info, log):
         warm_start=_GRAFT_VARIANTS.get(name, {}).get("warm_start", args.warm_start),
         progress=not args.quiet,
     )
+    epochs = _epochs(args, name)
     history, wall, cpu0 = [], 0.0, time.process_time()
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(args, epoch, epochs)
         start = time.perf_counter()
         loss = train_epoch(graft, optimizer, epoch)
         wall += time.perf_counter() - start
@@ -183,7 +245,7 @@ def run_one(args, name, seed, train, test, info, log):
             }
         )
         log(
-            f"  {name:7s} seed {seed} epoch {epoch + 1}/{args.epochs}: "
+            f"  {name:10s} seed {seed} epoch {epoch + 1}/{epochs}: "
             f"test accuracy {100 * history[-1]['test_accuracy']:.2f}%, "
             f"fraction {record['fraction']:.3f}, {wall:.1f} s"
         )
@@ -201,33 +263,60 @@ def run_one(args, name, seed, train, test, info, log):
     }
 
 
+def _load(args, regime):
+    from graft._data import load_dataset
+
+    return load_dataset(
+        args.dataset, data_dir=args.data_dir, train_size=args.train_size, **regime
+    )
+
+
+def _describe(regime):
+    parts = []
+    if regime["duplicates"]:
+        parts.append(f"{regime['duplicates']:g} near-duplicates")
+    if regime["label_noise"]:
+        parts.append(f"{regime['label_noise']:g} label noise")
+    if regime["imbalance"] != 1:
+        parts.append(f"imbalance {regime['imbalance']:g}")
+    return ", ".join(parts)
+
+
 def run(args):
     """``graft run``: the experiment, the table, the report."""
     import torch
 
-    from graft._data import load_dataset
     from graft._report import format_table, write_report
 
     torch.set_num_threads(args.threads)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    train, test, info = load_dataset(
-        args.dataset, data_dir=args.data_dir, train_size=args.train_size
-    )
+    regime = {
+        "duplicates": args.duplicates,
+        "label_noise": args.label_noise,
+        "imbalance": args.imbalance,
+    }
+    corrupted = regime != {"duplicates": 0.0, "label_noise": 0.0, "imbalance": 1.0}
+    data = {"": _load(args, regime)}
+    if corrupted and not args.no_clean:
+        data[" (clean)"] = _load(args, {})
+    info = data[""][2]
     if args.epochs is None:
         args.epochs = 15 if info["name"] == "digits" else 8
     names = [s.strip() for s in args.selectors.split(",") if s.strip()]
     for name in names:
         _selector(name, args)  # fail on a bad name before any training
     log(
-        f"graft run: {info['name']} ({len(train)} train / {len(test)} test), "
-        f"model {args.model}, selectors {names}, fraction {args.fraction}, "
+        f"graft run: {info['name']} ({len(data[''][0])} train / {len(data[''][1])} "
+        f"test{', corrupted: ' + _describe(regime) if corrupted else ''}), model "
+        f"{args.model}, selectors {names}, fraction {args.fraction}, "
         f"{args.epochs} epochs, {args.seeds} seed(s), mode {args.mode}"
     )
-    runs = [
-        run_one(args, name, seed, train, test, info, log)
-        for seed in range(args.seeds)
-        for name in names
-    ]
+    runs = []
+    for suffix, (train, test, info) in data.items():
+        for seed in range(args.seeds):
+            for name in names:
+                run = run_one(args, name, seed, train, test, info, log)
+                runs.append(run | {"selector": name + suffix})
     config = {k: v for k, v in vars(args).items() if k != "command"} | {
         "dataset": info["name"]
     }

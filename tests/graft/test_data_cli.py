@@ -71,7 +71,7 @@ def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
         ]
     )
     report = json.loads((out / "report.json").read_text())
-    assert len(report["runs"]) == 6
+    assert len(report["runs"]) == 8  # full, random, infobatch, graft x 2 seeds
     for run in report["runs"]:
         for key in (
             "selector",
@@ -86,8 +86,10 @@ def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
         assert len(run["history"]) == 2
     full = [r for r in report["runs"] if r["selector"] == "full"]
     assert all(r["fraction_achieved"] == 1.0 for r in full)
-    sub = [r for r in report["runs"] if r["selector"] != "full"]
+    sub = [r for r in report["runs"] if r["selector"] in ("random", "graft")]
     assert all(0 < r["fraction_achieved"] <= 0.3 for r in sub)
+    infobatch = [r for r in report["runs"] if r["selector"] == "infobatch"]
+    assert all(0.3 < r["fraction_achieved"] < 1.0 for r in infobatch)
     for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png", "rank_history.png"):
         assert (out / name).stat().st_size > 1000
     table = capsys.readouterr().out
@@ -109,3 +111,27 @@ def test_graft_run_rejects_bad_flags(tmp_path):
         )
     with pytest.raises(SystemExit, match="--fraction"):
         main(["run", "--dataset", "digits", "--fraction", "2", "--out", str(tmp_path)])
+
+
+def test_graft_run_on_corrupted_data_runs_the_clean_line_beside_it(tmp_path):
+    out = tmp_path / "noisy"
+    argv = ["run", "--dataset", "digits", "--model", "mlp", "--epochs", "2"]
+    argv += ["--selectors", "full-short,random", "--label-noise", "0.3"]
+    main([*argv, "--out", str(out), "--quiet"])
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    names = [r["selector"] for r in runs]
+    assert names == ["full-short", "random", "full-short (clean)", "random (clean)"]
+    # full-short: full data for fraction x epochs = round(0.6) = 1 epoch.
+    assert [len(r["history"]) for r in runs] == [1, 2, 1, 2]
+
+
+def test_cosine_schedule_decays_to_near_zero_over_each_arm():
+    from graft.cli import _epochs, _learning_rate, _parser
+
+    args = _parser().parse_args(["run", "--epochs", "8", "--lr", "0.01"])
+    lrs = [_learning_rate(args, e, 8) for e in range(8)]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.01
+    assert lrs[-1] < 0.01 * 0.02
+    assert _epochs(args, "full-short") == 2 and _epochs(args, "random") == 8
+    args = _parser().parse_args(["run", "--schedule", "constant", "--lr", "0.01"])
+    assert _learning_rate(args, 5, 8) == 0.01

@@ -57,7 +57,7 @@ def _graft(wrapped, train):
     return Graft(
         wrapped,
         train,
-        selector=GraftSelector(FRACTION, eps=0.0),
+        selector=GraftSelector(FRACTION, eps=0.0, scope="batch"),
         batch_size=BATCH,
         refresh_every=2,
         seed=3,

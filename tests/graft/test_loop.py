@@ -112,7 +112,12 @@ def _selection(graft):
 
 
 def _options(**kw):
-    return {"batch_size": 32, "seed": 3, "selector": GraftSelector(0.3), **kw}
+    return {
+        "batch_size": 32,
+        "seed": 3,
+        "selector": GraftSelector(0.3, scope="batch"),
+        **kw,
+    }
 
 
 @pytest.mark.parametrize("fmt", ["dict", "pair", "triple"])
@@ -274,7 +279,9 @@ def test_the_record_matches_a_fresh_forward_pass_of_the_unchanged_model():
     unseen[seen] = False
     assert torch.all(record.epoch[unseen] == -1)
     assert torch.isnan(record.loss[unseen]).all()
-    assert record.nbytes == N * (4 * 16 + 4 + 8)
+    assert record.nbytes == N * (4 * 16 + 4 + 8 + 8)  # loss, epoch, target
+    assert torch.equal(record.target[seen], y[seen])
+    assert torch.all(record.target[unseen] == -1)
 
 
 def test_no_embeddings_are_recorded_for_a_random_selector():
@@ -575,7 +582,7 @@ def test_a_last_linear_that_is_not_the_head_is_named():
     graft = Graft(
         Backwards(),
         TensorDataset(*_tensors()),
-        **_options(selector=GraftSelector(0.3, layer="head")),
+        **_options(selector=GraftSelector(0.3, layer="head", scope="batch")),
     )
     graft.set_epoch(0)
     assert len(graft.selected_indices) > 0
@@ -619,7 +626,7 @@ def test_a_state_without_embeddings_resumes_a_run_that_records_them():
             F.cross_entropy(model(batch.data[0]), batch.data[1], reduction="none"),
         )
     graft = Graft(model, TensorDataset(X, y), **_options(selector=RandomSelector(0.5)))
-    graft.selector = GraftSelector(0.5)
+    graft.selector = GraftSelector(0.5, scope="batch")
     graft.load_state_dict(plain.state_dict())
     graft.set_epoch(0)
     for batch in graft.dataloader():

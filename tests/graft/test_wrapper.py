@@ -94,7 +94,7 @@ def test_same_seed_same_selection_and_different_seed_differs():
 
 def test_failed_round_keeps_the_previous_selection_and_the_model():
     class Failing(RandomSelector):
-        def select(self, model, inputs, targets, generator):
+        def select_from_record(self, record, epoch, generator):
             raise ValueError("non-finite features in the batch")
 
     graft = Graft(_model(), _data(), selector=RandomSelector(0.3), refresh_every=1)
@@ -115,7 +115,7 @@ def test_nan_model_output_is_a_clear_selection_error():
     model = _model()
     with torch.no_grad():
         model[2].weight[0, 0] = float("nan")
-    graft = Graft(model, _data(), selector=GraftSelector(0.3))
+    graft = Graft(model, _data(), selector=GraftSelector(0.3, scope="batch"))
     with pytest.raises(ValueError, match="non-finite features"):
         list(graft.batches(0))
 

@@ -1,0 +1,213 @@
+"""When does selection beat random? Full data, random, InfoBatch and GRAFT per regime.
+
+For each training-set regime (clean; near-duplicates; symmetric label noise;
+a long tail, all from ``graft._data.corrupt`` with seed 0, the test set clean
+and balanced) and each arm, ``--seeds`` runs of the ``graft run`` protocol:
+the same model from the same initialisation, Adam with a cosine learning
+rate over the arm's own epochs, a selection round every epoch. Arms: full
+data, full data for ``fraction x epochs`` epochs (``full-short``, the
+equal-time full run), random subsets redrawn every epoch, InfoBatch
+(prune_ratio 0.5, delta 0.875) and GRAFT's default (a round from the record).
+
+Reports per regime and arm: final test accuracy (mean +- sd over seeds), the
+accuracy at GRAFT's wall time (the last epoch each run finished by then),
+wall time, the share of it spent selecting, and the wall time to reach full
+data's final accuracy minus 0.5 point (as a ratio of full data's). Writes
+``selection_results.json``, ``selection.png`` and the table in
+``docs/selection.md``.
+
+    python benchmarks/selection_bench.py [--model mlp] [--epochs 8] [--seeds 3]
+                                         [--train-size N] [--out docs/benchmarks]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+from pathlib import Path
+
+from _page import update_page
+
+from graft._data import load_dataset
+from graft.cli import _parser, run_one
+
+REGIMES = {
+    "clean": {},
+    "duplicates 0.5": {"duplicates": 0.5},
+    "label noise 0.3": {"label_noise": 0.3},
+    "imbalance 10": {"imbalance": 10.0},
+}
+ARMS = ("full", "full-short", "random", "infobatch", "graft")
+
+
+def _args(opts):
+    argv = [
+        "run",
+        "--model",
+        opts.model,
+        "--epochs",
+        str(opts.epochs),
+        "--fraction",
+        str(opts.fraction),
+        "--quiet",
+    ]
+    return _parser().parse_args(argv)
+
+
+def _at_time(run, t):
+    """Test accuracy of the last epoch finished by wall time ``t`` (0 if none)."""
+    done = [h["test_accuracy"] for h in run["history"] if h["wall_time_s"] <= t]
+    return done[-1] if done else 0.0
+
+
+def _time_to(run, target):
+    """Wall time at which the run first reached ``target`` accuracy (inf if never)."""
+    for h in run["history"]:
+        if h["test_accuracy"] >= target:
+            return h["wall_time_s"]
+    return math.inf
+
+
+def regime_rows(opts, regime):
+    """All arms and seeds on one regime: per-arm summary rows."""
+    train, test, info = load_dataset(
+        opts.dataset, train_size=opts.train_size, **REGIMES[regime]
+    )
+    args = _args(opts)
+    runs = {arm: [] for arm in ARMS}
+    for seed in range(opts.seeds):
+        for arm in ARMS:
+            run = run_one(args, arm, seed, train, test, info, lambda *a: None)
+            runs[arm].append(run)
+            print(
+                f"{regime:16s} {arm:10s} seed {seed}: "
+                f"{100 * run['test_accuracy']:.2f}% in {run['wall_time_s']:.1f} s",
+                flush=True,
+            )
+    budget = statistics.median(r["wall_time_s"] for r in runs["graft"])
+    full_final = statistics.mean(r["test_accuracy"] for r in runs["full"])
+    full_time = statistics.mean(r["wall_time_s"] for r in runs["full"])
+    rows = []
+    for arm, mine in runs.items():
+        acc = [r["test_accuracy"] for r in mine]
+        at_budget = [_at_time(r, budget) for r in mine]
+        reach = statistics.median(_time_to(r, full_final - 0.005) for r in mine)
+        rows.append(
+            {
+                "regime": regime,
+                "arm": arm,
+                "n_train": len(train),
+                "accuracy_mean": statistics.mean(acc),
+                "accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "accuracy_at_graft_time": statistics.mean(at_budget),
+                "accuracy_at_graft_time_sd": (
+                    statistics.stdev(at_budget) if len(at_budget) > 1 else 0.0
+                ),
+                "wall_time_s": statistics.mean(r["wall_time_s"] for r in mine),
+                "selection_share": sum(r["selection_time_s"] for r in mine)
+                / sum(r["wall_time_s"] for r in mine),
+                "fraction": statistics.mean(r["fraction_achieved"] for r in mine),
+                "time_to_full_minus_half_point": reach / full_time,
+                "curves": [
+                    [(h["wall_time_s"], h["test_accuracy"]) for h in r["history"]]
+                    for r in mine
+                ],
+            }
+        )
+    return rows
+
+
+def table(rows, opts):
+    head = (
+        f"Measured with `python benchmarks/selection_bench.py --model {opts.model} "
+        f"--epochs {opts.epochs} --seeds {opts.seeds}"
+        + (f" --train-size {opts.train_size}" if opts.train_size else "")
+        + f"` on {opts.dataset}, fraction {opts.fraction}, 2 threads; "
+        "mean +- sd over the seeds.\n\n"
+        "| regime | arm | data share | test accuracy % | at GRAFT's time % | "
+        "wall s | selecting | time to full - 0.5 pt |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        reach = r["time_to_full_minus_half_point"]
+        lines.append(
+            f"| {r['regime']} | {r['arm']} | {r['fraction']:.2f} | "
+            f"{100 * r['accuracy_mean']:.2f} +- {100 * r['accuracy_sd']:.2f} | "
+            f"{100 * r['accuracy_at_graft_time']:.2f} +- "
+            f"{100 * r['accuracy_at_graft_time_sd']:.2f} | {r['wall_time_s']:.1f} | "
+            f"{r['selection_share']:.1%} | "
+            + ("never" if math.isinf(reach) else f"{reach:.2f}x")
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = list(dict.fromkeys(r["regime"] for r in rows))
+    fig, axes = plt.subplots(1, len(regimes), figsize=(4 * len(regimes), 3.6))
+    for ax, regime in zip(axes, regimes, strict=True):
+        for k, r in enumerate(x for x in rows if x["regime"] == regime):
+            for s, curve in enumerate(r["curves"]):
+                t, a = zip(*curve, strict=True)
+                ax.plot(
+                    t,
+                    [100 * v for v in a],
+                    "o-",
+                    ms=2,
+                    lw=1,
+                    color=f"C{k}",
+                    alpha=0.8,
+                    label=r["arm"] if s == 0 else None,
+                )
+        ax.set(title=regime, xlabel="wall time (s)", ylabel="test accuracy (%)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--fraction", type=float, default=0.3)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--regimes", default=",".join(REGIMES))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    opts = parser.parse_args(argv)
+    torch.set_num_threads(opts.threads)
+    rows = []
+    for regime in opts.regimes.split(","):
+        rows.extend(regime_rows(opts, regime))
+    text = table(rows, opts)
+    print(text)
+    if opts.out:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        (opts.out / "selection_results.json").write_text(
+            json.dumps(
+                {"rows": rows, "python": platform.python_version(), **vars(opts)},
+                indent=1,
+                default=str,
+            )
+        )
+        plot(rows, opts.out / "selection.png")
+        page = Path(__file__).resolve().parents[1] / "docs" / "selection.md"
+        update_page(page, f"selection-table-{opts.model}", text)
+
+
+if __name__ == "__main__":
+    main()

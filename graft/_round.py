@@ -1,0 +1,223 @@
+"""Selection rounds that read the per-sample record instead of the data.
+
+A record-based selector has ``select_from_record(record, epoch, generator)``
+and returns ``(dataset_indices, weights, ranks)`` for the whole dataset. It
+reads what the training passes left in :class:`graft.SampleRecord` (losses,
+class labels, the embeddings entering the final ``nn.Linear``): no forward
+pass, no loading. Samples the record has not seen yet (epoch -1) are kept or
+drawn uniformly, never dropped for lack of information.
+
+- :func:`uniform_round` is what :class:`graft.RandomSelector` does in a round.
+- :class:`InfoBatchSelector` is InfoBatch (Qin et al., ICLR 2024): soft
+  pruning of the well-learned samples, rescaled, full data at the end.
+- :func:`graft_round` is GRAFT over the round: per class, Fast MaxVol rows of
+  the class's principal embedding directions (their number set by the
+  residual rule) plus leverage-and-uniform sampling with inverse-probability
+  weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+
+from maxvol_kit import fast_maxvol
+from maxvol_kit._groups import allocate
+
+__all__ = ["InfoBatchSelector", "graft_round", "uniform_round"]
+
+
+def uniform_round(n_samples, fraction, generator):
+    """A uniformly random ``fraction`` of the dataset, weight 1 (no data read)."""
+    k = max(1, math.floor(fraction * n_samples + 1e-9))
+    chosen = torch.randperm(n_samples, generator=generator)[:k].sort().values
+    return chosen, torch.ones(k), [k]
+
+
+class InfoBatchSelector:
+    """InfoBatch: prune well-learned samples at random, rescale the rest.
+
+    Each epoch, every sample whose last recorded training loss is below the
+    mean recorded loss is left out with probability ``prune_ratio``; the
+    well-learned samples that stay get loss weight ``1 / (1 - prune_ratio)``
+    so the expected gradient is the full-data gradient. Samples never
+    recorded are always kept. From epoch ``delta * epochs`` on, every sample
+    is trained on (the annealing of the paper). The losses come from the
+    training passes (:attr:`graft.Graft.record`): a round reads no data.
+    Qin et al., "InfoBatch: Lossless training speed up by unbiased dynamic
+    data pruning", ICLR 2024 (arXiv 2303.04947); the defaults are theirs.
+
+    Parameters
+    ----------
+    epochs : int
+        The number of training epochs (for the annealing).
+    prune_ratio : float in [0, 1), default=0.5
+        Probability of leaving out a well-learned sample.
+    delta : float in (0, 1], default=0.875
+        Share of the epochs with pruning; the rest train on all samples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, InfoBatchSelector
+    >>> data = TensorDataset(torch.randn(100, 4), torch.randint(0, 2, (100,)))
+    >>> graft = Graft(torch.nn.Linear(4, 2), data, selector=InfoBatchSelector(8))
+    >>> graft.set_epoch(0)
+    >>> graft.fraction_achieved()  # nothing recorded yet: every sample is kept
+    1.0
+    """
+
+    name = "infobatch"
+    wants_embeddings = False
+    layer = None
+    rounds_every_epoch = True
+    from_record = True
+
+    def __init__(self, epochs, *, prune_ratio=0.5, delta=0.875):
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(
+                f"epochs ({epochs!r}) must be a positive integer: the number of "
+                "training epochs, e.g. InfoBatchSelector(epochs=8)."
+            )
+        if not (isinstance(prune_ratio, (int, float)) and 0 <= prune_ratio < 1):
+            raise ValueError(
+                f"prune_ratio ({prune_ratio!r}) must be a number in [0, 1); e.g. 0.5."
+            )
+        if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
+            raise ValueError(
+                f"delta ({delta!r}) must be a number in (0, 1]; e.g. 0.875."
+            )
+        self.epochs = epochs
+        self.prune_ratio = float(prune_ratio)
+        self.delta = float(delta)
+
+    @property
+    def fraction(self):
+        """The expected share kept when half the samples are well learned."""
+        return 1.0 - self.prune_ratio / 2
+
+    def select_from_record(self, record, epoch, generator):
+        """The epoch's kept samples and their weights."""
+        n = record.n_samples
+        everything = torch.arange(n)
+        if epoch >= self.delta * self.epochs or record.loss is None:
+            return everything, torch.ones(n), [n]
+        loss = record.loss.cpu()
+        seen = torch.isfinite(loss)
+        if not bool(seen.any()):
+            return everything, torch.ones(n), [n]
+        well = seen & (loss < loss[seen].mean())
+        pruned = well & (torch.rand(n, generator=generator) < self.prune_ratio)
+        kept = torch.nonzero(~pruned)[:, 0]
+        weights = torch.where(well[kept], 1.0 / (1.0 - self.prune_ratio), 1.0)
+        return kept, weights, [len(kept)]
+
+
+def graft_round(record, fraction, eps, generator, mix=0.5):
+    """GRAFT over a round's record: ``(indices, weights, ranks)``.
+
+    For each class (the recorded labels; samples without a record form one
+    more group, drawn uniformly) with a budget in proportion to its size:
+    the top principal directions of its centred embeddings, as many as the
+    relative residual ``eps`` needs (at most the budget); the Fast MaxVol
+    rows of those coordinates, kept for sure; the rest of the budget drawn
+    without replacement with probability ``mix`` times leverage in those
+    directions plus ``1 - mix`` uniform. Weights are the inverse inclusion
+    probabilities, mean 1 over the selection, so the weighted loss estimates
+    the full-data loss. Near-duplicates share their leverage, so they are
+    drawn about as often as one sample.
+    """
+    n = record.n_samples
+    k = max(1, math.floor(fraction * n + 1e-9))
+    if record.embedding is None or record.epoch is None:
+        return uniform_round(n, fraction, generator)
+    seen = (record.epoch >= 0).cpu().numpy()
+    labels = np.full(n, -1, dtype=np.int64)
+    if record.target is not None:
+        labels = record.target.cpu().numpy().copy()
+    labels[~seen] = -2  # the unrecorded group
+    by_label = np.argsort(labels, kind="stable")
+    classes, counts = np.unique(labels[by_label], return_counts=True)
+    groups = np.split(by_label, np.cumsum(counts)[:-1])
+    alloc = allocate(counts.tolist(), k).tolist()
+    H = record.embedding.cpu().numpy()  # float32, no copy on the CPU
+    chosen, inclusion, ranks = [], [], []
+    with _one_blas_thread():
+        for rows, kc, c in zip(groups, alloc, classes.tolist(), strict=True):
+            if kc == 0:
+                continue
+            if c == -2 or kc >= len(rows):
+                order, p = _uniform(torch.as_tensor(rows), kc, generator)
+                rank = 0
+            else:
+                local, p, rank = _class_round(H[rows], kc, eps, mix, generator)
+                order = torch.as_tensor(rows[np.asarray(local)])
+            chosen.append(order)
+            inclusion.append(p)
+            ranks.append(rank)
+    chosen, inclusion = torch.cat(chosen), torch.cat(inclusion)
+    weights = 1.0 / inclusion
+    return chosen, (weights * (len(weights) / weights.sum())).float(), ranks
+
+
+def _one_blas_thread():
+    """One BLAS thread for the round's small products, if threadpoolctl is there.
+
+    Right after the training step torch's threads are still spinning; a
+    second pool of BLAS threads competing with them doubled the round's time
+    on two cores.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _uniform(rows, k, generator):
+    pick = torch.randperm(len(rows), generator=generator)[:k]
+    return rows[pick], torch.full((len(pick),), min(1.0, k / len(rows)))
+
+
+def _class_round(H, k, eps, mix, generator):
+    """``k`` of the rows of one class's embeddings ``H``: local order, inclusion.
+
+    In NumPy throughout (float32 as recorded): mixing torch kernels with the
+    BLAS threads of ``fast_maxvol`` makes both wait for each other on a small
+    machine.
+    """
+    m = len(H)
+    u = torch.rand(m, generator=generator, dtype=torch.float64).numpy()
+    Hc = H - H.mean(axis=0, dtype=np.float64).astype(H.dtype)
+    # Principal directions from the d x d Gram matrix of the centred rows
+    # (d << m), not an SVD of them.
+    lam, V = np.linalg.eigh((Hc.T @ Hc).astype(np.float64))
+    lam, V = np.clip(lam[::-1], 0, None), V[:, ::-1]
+    total = float(lam.sum())
+    if total <= 0:
+        return (*_uniform(torch.arange(m), k, generator), 0)
+    residual = np.sqrt(np.clip(total - np.cumsum(lam), 0, None) / total)
+    rank = int(np.argmax(residual <= eps)) + 1 if (residual <= eps).any() else len(lam)
+    rank = max(1, min(rank, k, int((lam > 1e-12 * lam[0]).sum())))
+    P = (V[:, :rank] / np.sqrt(lam[:rank])).astype(H.dtype)
+    Z = Hc @ P  # U of the thin SVD of the centred rows
+    core = fast_maxvol(Z).indices
+    lev = np.einsum("ij,ij->i", Z, Z)
+    q = mix * lev / lev.sum() + (1 - mix) / m
+    q[core] = 0
+    rest = k - rank
+    pi = np.minimum(rest * q / q.sum(), 1.0) if rest else np.zeros(m)
+    pi[core] = 1.0
+    with np.errstate(divide="ignore"):
+        keys = np.log(q) - np.log(-np.log(np.clip(u, 1e-300, None)))
+    keys[core] = np.inf
+    order = np.argsort(-keys, kind="stable")[:k]
+    return (
+        torch.as_tensor(order),
+        torch.as_tensor(np.maximum(pi[order], 1e-12)),
+        rank,
+    )

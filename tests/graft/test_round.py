@@ -1,0 +1,240 @@
+"""Rounds from the record: random, InfoBatch and GRAFT read no data; corruptions."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import Dataset, TensorDataset  # noqa: E402
+
+from graft import (  # noqa: E402
+    Graft,
+    GraftSelector,
+    InfoBatchSelector,
+    RandomSelector,
+    SampleRecord,
+)
+from graft._data import corrupt  # noqa: E402
+from graft._round import graft_round  # noqa: E402
+from maxvol_kit._groups import allocate  # noqa: E402
+
+
+class _Guarded(Dataset):
+    """A TensorDataset that can be closed: reading it then fails the test."""
+
+    def __init__(self, X, y):
+        self.X, self.y, self.closed = X, y, False
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        assert not self.closed, "a round read the data"
+        return self.X[i], self.y[i]
+
+
+def _train(graft, model, epochs, lr=0.05):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for epoch in range(epochs):
+        graft.set_epoch(epoch)
+        for batch in graft.dataloader():
+            x, t = batch.data
+            loss = graft.update(batch, F.cross_entropy(model(x), t, reduction="none"))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
+def _setup(selector, n=240, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 6, generator=g)
+    y = (X[:, :3]).argmax(dim=1)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    data = _Guarded(X, y)
+    graft = Graft(model, data, selector=selector, batch_size=32, refresh_every=1)
+    return graft, model, data
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [RandomSelector(0.3), InfoBatchSelector(6), GraftSelector(0.3)],
+    ids=["random", "infobatch", "graft"],
+)
+def test_rounds_from_the_record_read_no_data(selector):
+    graft, model, data = _setup(selector)
+    _train(graft, model, 3)
+    trained = graft.history[-1]["samples"]
+    data.closed = True  # training reads the selection; the round must not
+    graft._selection = None  # force a round at the next set_epoch
+    graft.set_epoch(3)
+    assert graft.history[-1]["samples"] > 0 and trained > 0
+
+
+def test_infobatch_prunes_only_below_mean_losses_and_rescales_them():
+    n, r = 4000, 0.5
+    record = SampleRecord(n)
+    loss = torch.rand(n)
+    loss[:100] = float("nan")  # never trained
+    seen = torch.arange(100, n)
+    record.write(seen, loss[100:], None, 0)
+    selector = InfoBatchSelector(8, prune_ratio=r, delta=0.875)
+    kept, weights, _ = selector.select_from_record(
+        record, 1, torch.Generator().manual_seed(0)
+    )
+    mean = float(loss[100:].mean())
+    well = torch.zeros(n, dtype=torch.bool)
+    well[100:] = loss[100:] < mean
+    is_kept = torch.zeros(n, dtype=torch.bool)
+    is_kept[kept] = True
+    assert is_kept[~well].all()  # unrecorded and high-loss samples always stay
+    pruned_share = 1 - is_kept[well].float().mean()
+    assert abs(float(pruned_share) - r) < 0.04  # binomial sd ~0.011
+    torch.testing.assert_close(
+        weights, torch.where(well[kept], 1 / (1 - r), 1.0).float()
+    )
+
+
+def test_infobatch_trains_on_everything_at_the_start_and_the_end():
+    record = SampleRecord(100)
+    record.write(torch.arange(100), torch.rand(100), None, 0)
+    selector = InfoBatchSelector(8)
+    gen = torch.Generator().manual_seed(0)
+    assert len(InfoBatchSelector(8).select_from_record(SampleRecord(100), 0, gen)[0])
+    assert len(selector.select_from_record(record, 6, gen)[0]) < 100
+    for epoch in (7, 8):  # from delta * epochs = 7 on
+        kept, weights, _ = selector.select_from_record(record, epoch, gen)
+        assert len(kept) == 100 and torch.all(weights == 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": 8, "prune_ratio": 1.0}, "prune_ratio"),
+        ({"epochs": 8, "delta": 0.0}, "delta"),
+    ],
+)
+def test_infobatch_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        InfoBatchSelector(**kwargs)
+
+
+def test_infobatch_has_no_online_mode():
+    with pytest.raises(ValueError, match="mode='refresh'"):
+        Graft(
+            nn.Linear(2, 2),
+            TensorDataset(torch.zeros(4, 2)),
+            selector=InfoBatchSelector(2),
+            mode="online",
+        )
+
+
+def _record(H, labels, seen=None):
+    n = len(labels)
+    record = SampleRecord(n)
+    rows = torch.arange(n) if seen is None else seen
+    record.write(rows, torch.rand(len(rows)), H[rows], 0, labels[rows])
+    return record
+
+
+def test_graft_round_budget_classes_and_unrecorded_group():
+    g = torch.Generator().manual_seed(0)
+    n = 600
+    labels = torch.randint(0, 3, (n,), generator=g)
+    H = torch.randn(n, 12, generator=g)
+    seen = torch.arange(0, n, 2)  # half recorded
+    record = _record(H, labels, seen)
+    chosen, weights, ranks = graft_round(record, 0.25, 0.1, g)
+    assert len(chosen) == 150 and len(set(chosen.tolist())) == 150
+    assert torch.all(weights > 0) and float(weights.mean()) == pytest.approx(1.0)
+    # Groups: the recorded samples by class, and the unrecorded ones.
+    group = torch.where(torch.arange(n) % 2 == 0, labels, torch.full((n,), -2))
+    keys = sorted(set(group.tolist()))
+    sizes = [int((group == c).sum()) for c in keys]
+    expected = allocate(sizes, 150).tolist()
+    got = [int((group[chosen] == c).sum()) for c in keys]
+    assert got == expected
+    assert len(ranks) == len(keys)
+
+
+def test_graft_round_keeps_the_maxvol_rows_and_spreads_over_duplicates():
+    # One class: 20 distinct directions, plus 200 near-copies of one sample.
+    g = torch.Generator().manual_seed(1)
+    distinct = torch.randn(200, 8, generator=g)
+    copies = distinct[:1] + 1e-4 * torch.randn(200, 8, generator=g)
+    H = torch.cat([distinct, copies])
+    labels = torch.zeros(400, dtype=torch.long)
+    record = _record(H, labels)
+    hits = torch.zeros(400)
+    for seed in range(20):
+        chosen, _, _ = graft_round(
+            record, 0.25, 0.0, torch.Generator().manual_seed(seed)
+        )
+        hits[chosen] += 1
+    # A uniform draw would give the copies half the picks; the diversity
+    # criterion gives them less (they share the leverage of one sample).
+    share_of_copies = float(hits[200:].sum() / hits.sum())
+    assert share_of_copies < 0.45
+
+
+def test_graft_round_without_embeddings_is_uniform():
+    record = SampleRecord(50)
+    record.write(torch.arange(50), torch.rand(50), None, 0)
+    chosen, weights, _ = graft_round(record, 0.2, 0.1, torch.Generator())
+    assert len(chosen) == 10 and torch.all(weights == 1)
+
+
+def test_corrupt_label_noise_flips_the_stated_share_to_other_classes():
+    rng = np.random.default_rng(0)
+    X = rng.random((1000, 1, 4, 4)).astype(np.float32)
+    y = rng.integers(0, 5, 1000)
+    Xc, yc = corrupt(X, y, label_noise=0.3, seed=0)
+    assert np.array_equal(Xc, X)
+    assert int((yc != y).sum()) == 300
+
+
+def test_corrupt_duplicates_copy_other_samples_with_their_labels():
+    rng = np.random.default_rng(0)
+    X = rng.random((500, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 500)
+    Xc, yc = corrupt(X, y, duplicates=0.4, seed=0)
+    changed = np.flatnonzero(np.abs(Xc - X).reshape(500, -1).max(axis=1) > 0)
+    assert len(changed) == 200
+    for i in changed[:20]:  # each copy is a shifted, noisy other sample
+        dist = [
+            min(
+                np.abs(Xc[i] - np.roll(X[j], (a, b), axis=(-2, -1))).mean()
+                for a in (-1, 0, 1)
+                for b in (-1, 0, 1)
+            )
+            for j in np.setdiff1d(np.arange(500), changed)
+        ]
+        j = np.setdiff1d(np.arange(500), changed)[int(np.argmin(dist))]
+        assert min(dist) < 0.06 and yc[i] == y[j]
+
+
+def test_corrupt_imbalance_has_the_stated_ratio():
+    y = np.repeat(np.arange(5), 200)
+    X = np.zeros((1000, 1, 2, 2), dtype=np.float32)
+    _, yc = corrupt(X, y, imbalance=10.0, seed=0)
+    counts = np.bincount(yc, minlength=5)
+    assert counts[0] == 200 and counts[-1] == 20
+    assert np.all(np.diff(counts) < 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"duplicates": 1.0}, {"label_noise": -0.1}, {"imbalance": 0.5}]
+)
+def test_corrupt_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        corrupt(np.zeros((4, 1, 2, 2)), np.arange(4) % 2, **kwargs)
+
+
+def test_graft_round_on_identical_embeddings_draws_uniformly():
+    H = torch.ones(40, 5)
+    record = _record(H, torch.zeros(40, dtype=torch.long))
+    chosen, weights, ranks = graft_round(record, 0.25, 0.1, torch.Generator())
+    assert len(set(chosen.tolist())) == 10 and ranks == [0]
+    assert torch.allclose(weights, torch.ones(10))
