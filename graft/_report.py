@@ -99,16 +99,20 @@ def _plots(out, runs):
 
     fig1, ax1 = plt.subplots(figsize=(6, 4))
     fig2, ax2 = plt.subplots(figsize=(6, 4))
-    for k, (selector, curve) in enumerate(_mean_curves(runs).items()):
+    colours = {}
+    for selector, curve in _mean_curves(runs).items():
         t, acc, sd = curve
-        style = {"color": f"C{k}", "label": selector}
+        base = selector.removesuffix(" (clean)")  # the clean twin: same colour, dashed
+        colour = colours.setdefault(base, f"C{len(colours)}")
+        dashed = "--" if base != selector else "-"
+        style = {"color": colour, "label": selector, "linestyle": dashed}
         for ax, x in ((ax1, t), (ax2, range(1, len(t) + 1))):
             x = list(x)
-            ax.plot(x, acc, "o-", ms=3, **style)
+            ax.plot(x, acc, marker="o", ms=3, **style)
             if any(sd):  # a band of one sd over the seeds
                 low = [a - s for a, s in zip(acc, sd, strict=True)]
                 high = [a + s for a, s in zip(acc, sd, strict=True)]
-                ax.fill_between(x, low, high, color=f"C{k}", alpha=0.2)
+                ax.fill_between(x, low, high, color=colour, alpha=0.2)
     ax1.set(
         xlabel="wall time (s, mean over seeds)",
         ylabel="test accuracy (%)",

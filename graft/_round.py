@@ -117,19 +117,32 @@ class InfoBatchSelector:
         return kept, weights, [len(kept)]
 
 
-def graft_round(record, fraction, eps, generator, mix=0.5):
+def graft_round(
+    record,
+    fraction,
+    eps,
+    generator,
+    mix=0.5,
+    allocation="loss",
+    weighting="class",
+):
     """GRAFT over a round's record: ``(indices, weights, ranks)``.
 
-    For each class (the recorded labels; samples without a record form one
-    more group, drawn uniformly) with a budget in proportion to its size:
-    the top principal directions of its centred embeddings, as many as the
-    relative residual ``eps`` needs (at most the budget); the Fast MaxVol
-    rows of those coordinates, kept for sure; the rest of the budget drawn
-    without replacement with probability ``mix`` times leverage in those
-    directions plus ``1 - mix`` uniform. Weights are the inverse inclusion
-    probabilities, mean 1 over the selection, so the weighted loss estimates
-    the full-data loss. Near-duplicates share their leverage, so they are
-    drawn about as often as one sample.
+    The budget goes to the classes (the recorded labels; samples without a
+    record form one more group, drawn uniformly) in proportion to their share
+    of the recorded training loss (``allocation="loss"``; the last-layer
+    gradient of a sample grows with its loss, so this is where the gradient
+    needs more samples), or to their size (``"size"``), or equally
+    (``"equal"``). In each class: the top principal directions of its
+    centred embeddings, as many as the relative residual ``eps`` needs (at
+    most the budget); the Fast MaxVol rows of those coordinates, kept for
+    sure; the rest of the budget drawn without replacement with probability
+    ``mix`` times leverage in those directions plus ``1 - mix`` uniform.
+    Near-duplicates share their leverage, so they are drawn about as often as
+    one sample. Weights are the inverse inclusion probabilities, rescaled to
+    mean 1 within each class (``weighting="class"``: each class weighs what
+    its budget says) or over the whole selection (``"unbiased"``: the
+    weighted loss estimates the full-data loss).
     """
     n = record.n_samples
     k = max(1, math.floor(fraction * n + 1e-9))
@@ -143,7 +156,7 @@ def graft_round(record, fraction, eps, generator, mix=0.5):
     by_label = np.argsort(labels, kind="stable")
     classes, counts = np.unique(labels[by_label], return_counts=True)
     groups = np.split(by_label, np.cumsum(counts)[:-1])
-    alloc = allocate(counts.tolist(), k).tolist()
+    alloc = _allocation(allocation, record, labels, classes, counts, k)
     H = record.embedding.cpu().numpy()  # float32, no copy on the CPU
     chosen, inclusion, ranks = [], [], []
     with _one_blas_thread():
@@ -159,9 +172,48 @@ def graft_round(record, fraction, eps, generator, mix=0.5):
             chosen.append(order)
             inclusion.append(p)
             ranks.append(rank)
-    chosen, inclusion = torch.cat(chosen), torch.cat(inclusion)
-    weights = 1.0 / inclusion
-    return chosen, (weights * (len(weights) / weights.sum())).float(), ranks
+    if weighting == "class":  # mean one within each class: its budget share
+        weights = torch.cat([_mean_one(1.0 / p) for p in inclusion])
+    else:
+        weights = _mean_one(1.0 / torch.cat(inclusion))
+    return torch.cat(chosen), weights.float(), ranks
+
+
+def _mean_one(w):
+    return w * (len(w) / w.sum())
+
+
+def _allocation(rule, record, labels, classes, counts, k):
+    """The budget of each group: by size, by recorded loss mass, or equal."""
+    if rule == "size":
+        return allocate(counts.tolist(), k).tolist()
+    if rule == "equal":
+        shares = np.ones(len(counts))
+    else:  # "loss": the group's share of the recorded loss
+        loss = np.nan_to_num(record.loss.cpu().numpy(), nan=0.0)
+        shares = np.array(
+            [loss[labels == c].sum() if c != -2 else 0.0 for c in classes]
+        )
+        seen_total = shares.sum()
+        mean = seen_total / max(1, counts[classes != -2].sum())
+        shares[classes == -2] = mean * counts[classes == -2]  # unrecorded: the mean
+    return _capped(shares, counts, k)
+
+
+def _capped(shares, counts, k):
+    """Integer budgets in proportion to ``shares``, none above its group's size."""
+    alloc = np.zeros(len(counts), dtype=np.int64)
+    open_ = counts > 0
+    left = k
+    while left > 0 and open_.any():
+        s = np.where(open_, shares + 1e-12, 0.0)
+        extra = np.floor(left * s / s.sum()).astype(np.int64)
+        if extra.sum() == 0:
+            extra[np.argmax(s)] = 1
+        alloc = np.minimum(alloc + extra, counts)
+        left = k - alloc.sum()
+        open_ = alloc < counts
+    return alloc.tolist()
 
 
 def _one_blas_thread():

@@ -109,12 +109,13 @@ class GraftSelector:
     ``scope="round"`` (the default, refresh mode): one selection over the
     whole dataset from the per-sample record of the training passes, with no
     forward pass of its own (:func:`graft._round.graft_round`): per class, a
-    budget in proportion to its size; the Fast MaxVol rows of the top
+    budget in proportion to the class's share of the recorded training loss
+    (where the gradient needs more samples); the Fast MaxVol rows of the top
     principal directions of the class's recorded embeddings, as many
     directions as the relative residual ``eps`` needs; the rest drawn by
     leverage in those directions mixed half and half with uniform, weighted
-    by inverse inclusion probability. The options below ``eps`` apply to
-    ``scope="batch"`` only.
+    by inverse inclusion probability (mean 1 within each class). The options
+    below ``scope`` apply to ``scope="batch"`` only.
 
     ``scope="batch"`` (and online mode): for each batch, per-sample features
     (the embedding that enters the final ``nn.Linear``, random Fourier

@@ -1,7 +1,11 @@
 """The ``graft`` command line: ``graft run`` compares selectors on offline data.
 
-    graft run                                  # the default experiment (< 5 min)
-    graft run --dataset digits --model mlp --fraction 0.3 --seeds 3 --out runs/d
+    graft run                                  # the main job (< 5 min)
+    graft run --dataset digits --imbalance 1 --fraction 0.3 --out runs/d
+
+The main job: an MLP on Fashion-MNIST (digits without it), full data, random
+subsets, InfoBatch and GRAFT, 3 seeds, on a long-tailed training set
+(imbalance 10) with the same runs on the clean set beside it.
 
 For each selector and seed it trains the same model from the same
 initialisation, evaluates the test accuracy after every epoch, and records
@@ -34,7 +38,7 @@ def _parser():
         help="auto: Fashion-MNIST if its files are found, else digits",
     )
     run.add_argument("--data-dir", default=None, help="folder of the IDX files")
-    run.add_argument("--model", default="cnn", choices=["mlp", "cnn"])
+    run.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     run.add_argument(
         "--selectors",
         default="full,random,infobatch,graft",
@@ -48,7 +52,7 @@ def _parser():
         default=None,
         help="default: 8 on Fashion-MNIST and MNIST, 15 on digits",
     )
-    run.add_argument("--seeds", type=int, default=1)
+    run.add_argument("--seeds", type=int, default=3)
     run.add_argument("--mode", default="refresh", choices=["refresh", "online"])
     run.add_argument(
         "--refresh-every",
@@ -77,8 +81,9 @@ def _parser():
     run.add_argument(
         "--imbalance",
         type=float,
-        default=1.0,
-        help="largest over smallest training class (long tail); 1: balanced",
+        default=10.0,
+        help="largest over smallest training class (long tail; default 10, the "
+        "main job); 1: balanced",
     )
     run.add_argument(
         "--no-clean",
@@ -336,6 +341,19 @@ def main(argv=None):
         if not 0 < args.fraction <= 1:
             raise SystemExit(
                 f"graft run: --fraction ({args.fraction}) must be in (0, 1]."
+            )
+        for flag, value in (
+            ("--duplicates", args.duplicates),
+            ("--label-noise", args.label_noise),
+        ):
+            if not 0 <= value < 1:
+                raise SystemExit(
+                    f"graft run: {flag} ({value}) must be in [0, 1); e.g. 0.3."
+                )
+        if not args.imbalance >= 1:
+            raise SystemExit(
+                f"graft run: --imbalance ({args.imbalance}) must be >= 1 (1: "
+                "balanced); e.g. 10."
             )
         run(args)
     return 0

@@ -65,6 +65,8 @@ def test_graft_run_writes_the_report_and_plots(tmp_path, capsys):
             "2",
             "--fraction",
             "0.3",
+            "--imbalance",
+            "1",
             "--out",
             str(out),
             "--quiet",
@@ -111,12 +113,18 @@ def test_graft_run_rejects_bad_flags(tmp_path):
         )
     with pytest.raises(SystemExit, match="--fraction"):
         main(["run", "--dataset", "digits", "--fraction", "2", "--out", str(tmp_path)])
+    for flag, value in (("--duplicates", "1"), ("--label-noise", "-0.1")):
+        with pytest.raises(SystemExit, match=f"{flag}.*must be in"):
+            main(["run", "--dataset", "digits", flag, value, "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--imbalance"):
+        main(["run", "--dataset", "digits", "--imbalance", "0.5"])
 
 
 def test_graft_run_on_corrupted_data_runs_the_clean_line_beside_it(tmp_path):
     out = tmp_path / "noisy"
     argv = ["run", "--dataset", "digits", "--model", "mlp", "--epochs", "2"]
-    argv += ["--selectors", "full-short,random", "--label-noise", "0.3"]
+    argv += ["--selectors", "full-short,random", "--label-noise", "0.3", "--seeds", "1"]
+    argv += ["--imbalance", "1"]
     main([*argv, "--out", str(out), "--quiet"])
     runs = json.loads((out / "report.json").read_text())["runs"]
     names = [r["selector"] for r in runs]

@@ -139,24 +139,56 @@ def _record(H, labels, seen=None):
     return record
 
 
-def test_graft_round_budget_classes_and_unrecorded_group():
+def _groups_of(labels, seen_mask):
+    return torch.where(seen_mask, labels, torch.full_like(labels, -2))
+
+
+def test_graft_round_by_size_matches_allocate_and_is_unbiased():
     g = torch.Generator().manual_seed(0)
     n = 600
     labels = torch.randint(0, 3, (n,), generator=g)
     H = torch.randn(n, 12, generator=g)
     seen = torch.arange(0, n, 2)  # half recorded
     record = _record(H, labels, seen)
-    chosen, weights, ranks = graft_round(record, 0.25, 0.1, g)
+    chosen, weights, ranks = graft_round(
+        record, 0.25, 0.1, g, allocation="size", weighting="unbiased"
+    )
     assert len(chosen) == 150 and len(set(chosen.tolist())) == 150
     assert torch.all(weights > 0) and float(weights.mean()) == pytest.approx(1.0)
-    # Groups: the recorded samples by class, and the unrecorded ones.
-    group = torch.where(torch.arange(n) % 2 == 0, labels, torch.full((n,), -2))
+    group = _groups_of(labels, torch.arange(n) % 2 == 0)
     keys = sorted(set(group.tolist()))
     sizes = [int((group == c).sum()) for c in keys]
-    expected = allocate(sizes, 150).tolist()
     got = [int((group[chosen] == c).sum()) for c in keys]
-    assert got == expected
+    assert got == allocate(sizes, 150).tolist()
     assert len(ranks) == len(keys)
+
+
+def test_graft_round_by_loss_gives_lossy_classes_more_and_weighs_classes_by_budget():
+    g = torch.Generator().manual_seed(0)
+    n = 900
+    labels = torch.arange(n) % 3
+    H = torch.randn(n, 12, generator=g)
+    record = SampleRecord(n)
+    loss = torch.tensor([1.0, 2.0, 3.0])[labels]  # loss mass 1 : 2 : 3
+    record.write(torch.arange(n), loss, H, 0, labels)
+    chosen, weights, _ = graft_round(record, 0.3, 0.1, g)  # loss, class: defaults
+    got = [int((labels[chosen] == c).sum()) for c in range(3)]
+    assert sum(got) == 270
+    for c, share in enumerate([1 / 6, 2 / 6, 3 / 6]):
+        assert abs(got[c] - 270 * share) <= 1
+        mine = weights[labels[chosen] == c]
+        assert float(mine.mean()) == pytest.approx(1.0)
+
+
+def test_graft_round_budgets_never_exceed_a_class():
+    n = 300
+    labels = (torch.arange(n) >= 20).long()  # class 0: 20 samples
+    loss = torch.where(labels == 0, 100.0, 0.01)  # almost all loss mass there
+    record = SampleRecord(n)
+    record.write(torch.arange(n), loss, torch.randn(n, 6), 0, labels)
+    chosen, _, _ = graft_round(record, 0.5, 0.1, torch.Generator())
+    assert len(chosen) == 150 and len(set(chosen.tolist())) == 150
+    assert int((labels[chosen] == 0).sum()) == 20
 
 
 def test_graft_round_keeps_the_maxvol_rows_and_spreads_over_duplicates():
