@@ -122,7 +122,18 @@ class ProportionalGraftSelector(GraftSelector):
         )
 
 
+class NoMaxVolGraftSelector(GraftSelector):
+    """GRAFT's round without the Fast MaxVol rows: all of the budget is drawn."""
+
+    def select_from_record(self, record, epoch, generator):
+        return graft_round(
+            record, self.fraction, self.eps, generator, maxvol_rows=False
+        )
+
+
 _register("infobatch-diverse", lambda args: DiversePruneSelector(args.epochs))
+_register("graft-no-maxvol", lambda args: NoMaxVolGraftSelector(args.fraction))
+_register("graft-full-rank", lambda args: GraftSelector(args.fraction, eps=0.0))
 _register("graft-proportional", lambda args: ProportionalGraftSelector(args.fraction))
 
 REGIMES = {
@@ -290,6 +301,11 @@ def main(argv=None):
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--table",
+        default="",
+        help="suffix of the docs table's marker (several tables on one page)",
+    )
     opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
     rows = []
@@ -299,16 +315,16 @@ def main(argv=None):
     print(text)
     if opts.out:
         opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / "selection_results.json").write_text(
+        (opts.out / f"selection_results{opts.table}.json").write_text(
             json.dumps(
                 {"rows": rows, "python": platform.python_version(), **vars(opts)},
                 indent=1,
                 default=str,
             )
         )
-        plot(rows, opts.out / "selection.png")
+        plot(rows, opts.out / f"selection{opts.table}.png")
         page = Path(__file__).resolve().parents[1] / "docs" / "selection.md"
-        update_page(page, f"selection-table-{opts.model}", text)
+        update_page(page, f"selection-table-{opts.model}{opts.table}", text)
 
 
 if __name__ == "__main__":

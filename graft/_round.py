@@ -125,6 +125,7 @@ def graft_round(
     mix=0.5,
     allocation="loss",
     weighting="class",
+    maxvol_rows=True,
 ):
     """GRAFT over a round's record: ``(indices, weights, ranks)``.
 
@@ -142,7 +143,8 @@ def graft_round(
     one sample. Weights are the inverse inclusion probabilities, rescaled to
     mean 1 within each class (``weighting="class"``: each class weighs what
     its budget says) or over the whole selection (``"unbiased"``: the
-    weighted loss estimates the full-data loss).
+    weighted loss estimates the full-data loss). ``maxvol_rows=False`` drops
+    the Fast MaxVol rows (all of the budget is drawn).
     """
     n = record.n_samples
     k = max(1, math.floor(fraction * n + 1e-9))
@@ -167,7 +169,9 @@ def graft_round(
                 order, p = _uniform(torch.as_tensor(rows), kc, generator)
                 rank = 0
             else:
-                local, p, rank = _class_round(H[rows], kc, eps, mix, generator)
+                local, p, rank = _class_round(
+                    H[rows], kc, eps, mix, generator, maxvol_rows
+                )
                 order = torch.as_tensor(rows[np.asarray(local)])
             chosen.append(order)
             inclusion.append(p)
@@ -235,7 +239,7 @@ def _uniform(rows, k, generator):
     return rows[pick], torch.full((len(pick),), min(1.0, k / len(rows)))
 
 
-def _class_round(H, k, eps, mix, generator):
+def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     """``k`` of the rows of one class's embeddings ``H``: local order, inclusion.
 
     In NumPy throughout (float32 as recorded): mixing torch kernels with the
@@ -257,11 +261,11 @@ def _class_round(H, k, eps, mix, generator):
     rank = max(1, min(rank, k, int((lam > 1e-12 * lam[0]).sum())))
     P = (V[:, :rank] / np.sqrt(lam[:rank])).astype(H.dtype)
     Z = Hc @ P  # U of the thin SVD of the centred rows
-    core = fast_maxvol(Z).indices
+    core = fast_maxvol(Z).indices if maxvol_rows else np.zeros(0, dtype=np.int64)
     lev = np.einsum("ij,ij->i", Z, Z)
     q = mix * lev / lev.sum() + (1 - mix) / m
     q[core] = 0
-    rest = k - rank
+    rest = k - len(core)
     pi = np.minimum(rest * q / q.sum(), 1.0) if rest else np.zeros(m)
     pi[core] = 1.0
     with np.errstate(divide="ignore"):

@@ -270,3 +270,29 @@ def test_graft_round_on_identical_embeddings_draws_uniformly():
     chosen, weights, ranks = graft_round(record, 0.25, 0.1, torch.Generator())
     assert len(set(chosen.tolist())) == 10 and ranks == [0]
     assert torch.allclose(weights, torch.ones(10))
+
+
+def test_graft_round_keeps_its_maxvol_rows_or_draws_everything():
+    from maxvol_kit import fast_maxvol
+
+    g = torch.Generator().manual_seed(3)
+    H = torch.randn(300, 6, generator=g)
+    labels = torch.zeros(300, dtype=torch.long)
+    record = _record(H, labels)
+    Hc = H.double() - H.double().mean(dim=0)
+    U = torch.linalg.svd(Hc, full_matrices=False)[0]
+    core = set(fast_maxvol(U.numpy()).indices.tolist())
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        chosen, _, ranks = graft_round(record, 0.1, 0.0, gen)  # eps 0: full rank
+        assert ranks == [6] and core <= set(chosen.tolist())
+    hits = [
+        core
+        <= set(
+            graft_round(
+                record, 0.1, 0.0, torch.Generator().manual_seed(s), maxvol_rows=False
+            )[0].tolist()
+        )
+        for s in range(5)
+    ]
+    assert not all(hits)
