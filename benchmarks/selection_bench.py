@@ -304,9 +304,10 @@ def main(argv=None):
     parser.add_argument(
         "--table",
         default="",
-        help="suffix of the docs table's marker (several tables on one page)",
+        help="name of a second table on the docs page (its marker and files)",
     )
     opts = parser.parse_args(argv)
+    suffix = f"-{opts.table}" if opts.table else ""
     torch.set_num_threads(opts.threads)
     rows = []
     for regime in opts.regimes.split(","):
@@ -315,16 +316,16 @@ def main(argv=None):
     print(text)
     if opts.out:
         opts.out.mkdir(parents=True, exist_ok=True)
-        (opts.out / f"selection_results{opts.table}.json").write_text(
+        (opts.out / f"selection_results{suffix}.json").write_text(
             json.dumps(
                 {"rows": rows, "python": platform.python_version(), **vars(opts)},
                 indent=1,
                 default=str,
             )
         )
-        plot(rows, opts.out / f"selection{opts.table}.png")
+        plot(rows, opts.out / f"selection{suffix}.png")
         page = Path(__file__).resolve().parents[1] / "docs" / "selection.md"
-        update_page(page, f"selection-table-{opts.model}{opts.table}", text)
+        update_page(page, f"selection-table-{opts.model}{suffix}", text)
 
 
 if __name__ == "__main__":

@@ -258,7 +258,10 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
         return (*_uniform(torch.arange(m), k, generator), 0)
     residual = np.sqrt(np.clip(total - np.cumsum(lam), 0, None) / total)
     rank = int(np.argmax(residual <= eps)) + 1 if (residual <= eps).any() else len(lam)
-    rank = max(1, min(rank, k, int((lam > 1e-12 * lam[0]).sum())))
+    # Directions below the working precision of H (float32 as recorded) are noise,
+    # and Fast MaxVol would refuse a rank-deficient Z.
+    floor = 100 * float(np.finfo(H.dtype).eps) * lam[0]
+    rank = max(1, min(rank, k, int((lam > floor).sum())))
     P = (V[:, :rank] / np.sqrt(lam[:rank])).astype(H.dtype)
     Z = Hc @ P  # U of the thin SVD of the centred rows
     core = fast_maxvol(Z).indices if maxvol_rows else np.zeros(0, dtype=np.int64)

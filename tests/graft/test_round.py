@@ -296,3 +296,13 @@ def test_graft_round_keeps_its_maxvol_rows_or_draws_everything():
         for s in range(5)
     ]
     assert not all(hits)
+
+
+def test_graft_round_at_full_rank_on_dependent_float32_embeddings():
+    # A column that is a sum of two others: numerically rank 7 in float32.
+    g = torch.Generator().manual_seed(0)
+    H = torch.randn(1700, 8, generator=g)
+    H[:, 7] = H[:, 0] + H[:, 1]
+    record = _record(H, torch.zeros(1700, dtype=torch.long))
+    chosen, _, ranks = graft_round(record, 0.3, 0.0, torch.Generator())
+    assert ranks[0] <= 7 and len(set(chosen.tolist())) == 510
