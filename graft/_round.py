@@ -30,11 +30,21 @@ from maxvol_kit._groups import allocate
 __all__ = ["InfoBatchSelector", "graft_round", "uniform_round"]
 
 
+def budget(fraction, n):
+    """At most ``fraction`` of ``n`` samples (rounded down), at least one."""
+    return max(1, min(n, math.floor(fraction * n + 1e-9)))
+
+
+def mean_one(w):
+    """``w`` rescaled to mean 1."""
+    return w * (len(w) / w.sum())
+
+
 def uniform_round(n_samples, fraction, generator):
     """A uniformly random ``fraction`` of the dataset, weight 1 (no data read)."""
-    k = max(1, math.floor(fraction * n_samples + 1e-9))
-    chosen = torch.randperm(n_samples, generator=generator)[:k].sort().values
-    return chosen, torch.ones(k), [k]
+    k = budget(fraction, n_samples)
+    chosen, _ = _uniform(torch.arange(n_samples), k, generator)
+    return chosen.sort().values, torch.ones(k), [k]
 
 
 class InfoBatchSelector:
@@ -147,7 +157,7 @@ def graft_round(
     the Fast MaxVol rows (all of the budget is drawn).
     """
     n = record.n_samples
-    k = max(1, math.floor(fraction * n + 1e-9))
+    k = budget(fraction, n)
     if record.embedding is None or record.epoch is None:
         return uniform_round(n, fraction, generator)
     seen = (record.epoch >= 0).cpu().numpy()
@@ -177,14 +187,10 @@ def graft_round(
             inclusion.append(p)
             ranks.append(rank)
     if weighting == "class":  # mean one within each class: its budget share
-        weights = torch.cat([_mean_one(1.0 / p) for p in inclusion])
+        weights = torch.cat([mean_one(1.0 / p) for p in inclusion])
     else:
-        weights = _mean_one(1.0 / torch.cat(inclusion))
+        weights = mean_one(1.0 / torch.cat(inclusion))
     return torch.cat(chosen), weights.float(), ranks
-
-
-def _mean_one(w):
-    return w * (len(w) / w.sum())
 
 
 def _allocation(rule, record, labels, classes, counts, k):

@@ -23,7 +23,7 @@ import torch
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
-from graft._round import graft_round, uniform_round
+from graft._round import budget, graft_round, mean_one, uniform_round
 from maxvol_kit._backend import get_backend
 from maxvol_kit._groups import allocate
 from maxvol_kit._maxvol import greedy_volume
@@ -67,11 +67,6 @@ def _check_share(share):
     return float(share)
 
 
-def _budget(fraction, batch):
-    """At most ``fraction`` of the batch (rounded down), at least one sample."""
-    return max(1, min(batch, math.floor(fraction * batch + 1e-9)))
-
-
 class RandomSelector:
     """A uniformly random share ``fraction`` of the data, weight 1.
 
@@ -97,7 +92,7 @@ class RandomSelector:
 
     def select(self, model, inputs, targets, generator):
         """Pick ``round(fraction * len(batch))`` samples uniformly at random."""
-        k = _budget(self.fraction, len(targets))
+        k = budget(self.fraction, len(targets))
         order = torch.randperm(len(targets), generator=generator)[:k]
         weights = torch.ones(k, dtype=torch.float32)
         return Selection(order.to(targets.device), weights.to(targets.device), k)
@@ -286,7 +281,7 @@ default="embedding"
     def select(self, model, inputs, targets, generator=None):
         """Select within one batch; raises ValueError on non-finite features."""
         n = len(targets)
-        k_max = _budget(self.fraction, n)
+        k_max = budget(self.fraction, n)
         k_min = min(k_max, max(1, math.floor(self.min_fraction * n)))
         pool = _candidates(n, k_max, self.pool, generator)
         inputs, targets = take(inputs, pool, n), targets[pool.to(targets.device)]
@@ -316,7 +311,7 @@ default="embedding"
             k = choose_rank(residuals, self.eps, k_min, k)
         rows = order[:k]
         if inclusion is not None:  # inverse inclusion probabilities, mean 1
-            weights = _mean_one(1.0 / inclusion[rows])
+            weights = mean_one(1.0 / inclusion[rows])
         elif self.weighted:
             weights = subset_weights(G, rows.tolist())
         else:
@@ -466,10 +461,6 @@ def _gumbel_top_k(p, k, generator):
     return torch.argsort(keys, descending=True)[:k]
 
 
-def _mean_one(w):
-    return w * (len(w) / w.sum())
-
-
 class SageSelector:
     """SAGE: keep the samples whose gradients agree with the consensus.
 
@@ -601,7 +592,7 @@ class SageSelector:
         """Online mode: one round within the batch."""
         V, consensus = self._consensus([(inputs, targets)], model)
         scores = self._scores(model, inputs, targets, V, consensus).cpu()
-        rows = self._top(scores, targets.cpu(), _budget(self.fraction, len(scores)))
+        rows = self._top(scores, targets.cpu(), budget(self.fraction, len(scores)))
         ones = torch.ones(len(rows), device=targets.device)
         return Selection(rows.to(targets.device), ones, V.shape[1])
 
@@ -619,7 +610,7 @@ class SageSelector:
             labels.append(y.cpu())
             indices.append(i)
         scores, labels, indices = map(torch.cat, (scores, labels, indices))
-        rows = self._top(scores, labels, _budget(self.fraction, len(scores)))
+        rows = self._top(scores, labels, budget(self.fraction, len(scores)))
         return indices[rows], torch.ones(len(rows)), [V.shape[1]]
 
 

@@ -82,7 +82,7 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     n_iter = backend.xp.zeros(A.shape[0], dtype=backend.xp.int64, device=backend.device)
     if refine:
         C, rows, n_iter, log_volume = _swaps_batched(
-            C, rows, log_volume, tol, max_iter, backend
+            C, rows, n_iter, log_volume, tol, max_iter, backend
         )
     C = backend.ops.unit_rows(C, rows)
     peak = backend.xp.max(backend.ops.last_absmax(C), axis=1)
@@ -156,7 +156,7 @@ def _greedy_batched(A, backend):
     return xp.stack(picks, axis=1), C, log_volume
 
 
-def _swaps_batched(C, rows, log_volume, tol, max_iter, backend):
+def _swaps_batched(C, rows, n_iter, log_volume, tol, max_iter, backend):
     """Classical MaxVol swaps on every problem still above ``tol``, together.
 
     The problems still swapping form a working set; once half of it is
@@ -164,10 +164,9 @@ def _swaps_batched(C, rows, log_volume, tol, max_iter, backend):
     the few slow problems need, not the whole stack.
     """
     xp, ops = backend.xp, backend.ops
-    b, n, r = C.shape
+    _, n, r = C.shape
     columns = xp.reshape(xp.arange(r, device=backend.device), (1, r))
-    n_iter = xp.zeros(b, dtype=xp.int64, device=backend.device)
-    work = _Working(np.arange(b), C, rows, n_iter, log_volume, backend)
+    work = _Working((C, rows, n_iter, log_volume), backend)
     for _ in range(max_iter):
         # Selected rows hold unit rows (1 <= tol); masking them keeps roundoff
         # from selecting a row twice when tol = 1.
@@ -179,7 +178,7 @@ def _swaps_batched(C, rows, log_volume, tol, max_iter, backend):
             break
         if 2 * n_active <= work.size:
             keep = ops.to_host(active)
-            work.shrink(keep, (C, rows, n_iter, log_volume))
+            work.shrink(keep)
             i, active = (
                 _take_where(i, keep, backend),
                 _take_where(active, keep, backend),
@@ -198,7 +197,7 @@ def _swaps_batched(C, rows, log_volume, tol, max_iter, backend):
         work.log_volume = work.log_volume + xp.where(
             active, xp.log(xp.abs(pivot[:, 0])), 0.0
         )
-    return work.merge((C, rows, n_iter, log_volume))
+    return work.merge()
 
 
 def _take_where(x, keep, backend):
@@ -207,11 +206,16 @@ def _take_where(x, keep, backend):
 
 
 class _Working:
-    """The problems of a stack still being swapped: their ids and state arrays."""
+    """The problems of a stack still being swapped: their ids and state arrays.
 
-    def __init__(self, ids, C, rows, n_iter, log_volume, backend):
-        self.ids, self.backend = ids, backend
-        self.C, self.rows, self.n_iter, self.log_volume = C, rows, n_iter, log_volume
+    ``full`` holds the whole stack's arrays ``(C, rows, n_iter, log_volume)``;
+    problems that leave the working set are written back into them.
+    """
+
+    def __init__(self, full, backend):
+        self.full, self.backend = full, backend
+        self.ids = np.arange(full[0].shape[0])
+        self.C, self.rows, self.n_iter, self.log_volume = full
 
     @property
     def size(self):
@@ -220,11 +224,11 @@ class _Working:
     def _state(self):
         return (self.C, self.rows, self.n_iter, self.log_volume)
 
-    def shrink(self, keep, full):
+    def shrink(self, keep):
         """Write the problems that leave back into ``full``; keep the others."""
         ops = self.backend.ops
         leaving = ~keep
-        for whole, part in zip(full, self._state(), strict=True):
+        for whole, part in zip(self.full, self._state(), strict=True):
             ops.set_rows(
                 whole, self.ids[leaving], _take_where(part, leaving, self.backend)
             )
@@ -233,10 +237,10 @@ class _Working:
         )
         self.ids = self.ids[keep]
 
-    def merge(self, full):
+    def merge(self):
         """Write the working problems back into ``full``; return the full arrays."""
-        if self.size == full[0].shape[0]:
+        if self.size == self.full[0].shape[0]:
             return self._state()
-        for whole, part in zip(full, self._state(), strict=True):
+        for whole, part in zip(self.full, self._state(), strict=True):
             self.backend.ops.set_rows(whole, self.ids, part)
-        return full
+        return self.full
