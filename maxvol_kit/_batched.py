@@ -22,7 +22,7 @@ import math
 import array_api_compat
 import numpy as np
 
-from maxvol_kit._maxvol import MaxVolResult
+from maxvol_kit._maxvol import MaxVolResult, in_caller_units
 from maxvol_kit._validation import check_int, check_stack, check_tol
 
 __all__ = ["maxvol_batched"]
@@ -69,7 +69,7 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     >>> bool((res.indices[3] == fast_maxvol(A[3]).indices).all())
     True
     """
-    A, backend = check_stack(A)
+    A, backend, e = check_stack(A)
     tol = check_tol(tol)
     max_iter = (
         100 * A.shape[2]
@@ -86,13 +86,14 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
         )
     C = backend.ops.unit_rows(C, rows)
     peak = backend.xp.max(backend.ops.last_absmax(C), axis=1)
-    return MaxVolResult(
+    result = MaxVolResult(
         indices=rows,
         n_iter=n_iter,
         converged=peak <= tol,
         log_volume=log_volume,
         _coefficients=C,
     )
+    return in_caller_units(result, e, A.shape[2], backend)
 
 
 def _take_rows(flat, index, n, xp):

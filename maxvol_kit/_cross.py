@@ -8,6 +8,7 @@ volume is ``1 / rho`` of the largest gets ``rho (r + 1) sigma_{r+1}(M)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,7 @@ def skeleton(M, rank, *, tol=1.05, max_iter=50) -> SkeletonResult:
     >>> np.allclose(res.approximation(), M)
     True
     """
-    M, backend = check_matrix(M, name="M", tall=False)
+    M, backend, e = check_matrix(M, name="M", tall=False, rescale=True)
     tol = check_tol(tol)
     m, n = M.shape
     rank = check_int(
@@ -132,8 +133,8 @@ def skeleton(M, rank, *, tol=1.05, max_iter=50) -> SkeletonResult:
         rows=backend.indices(rows),
         columns=backend.indices(cols),
         left=coefficients(columns_of(cols), rows, backend),
-        right=rows_of(rows),
+        right=rows_of(rows) * 2.0**e if e else rows_of(rows),  # caller's units
         n_iter=n_iter,
         converged=converged,
-        log_volume=log_volume(core, backend),
+        log_volume=log_volume(core, backend) + rank * e * math.log(2.0),
     )

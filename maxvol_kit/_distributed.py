@@ -49,6 +49,7 @@ from maxvol_kit._validation import (
     check_int,
     check_matrix,
     check_tol,
+    rescaled,
 )
 
 __all__ = ["tournament_maxvol"]
@@ -98,6 +99,7 @@ def _check_finite(X, backend, start):
 
 def _greedy_rows(X, backend):
     """Greedy volume picks of ``X`` up to its numerical rank (host int64)."""
+    X, _ = rescaled(X, backend)
     try:
         return _greedy_pivots(X, min(X.shape), backend)[0]
     except _RankDeficient as exc:
@@ -163,7 +165,8 @@ def _check_block(block, start, S, selected, tol, n_offenders):
     backend = get_backend(X)
     xp, ops = backend.xp, backend.ops
     n_b = X.shape[0]
-    C = X @ backend.asarray(S, dtype=X.dtype)
+    # In float64 whatever the input: a float32 C is off by eps * cond(A[I]).
+    C = xp.astype(X, xp.float64) @ backend.asarray(S, dtype=xp.float64)
     row_max = np.asarray(ops.to_host(ops.row_absmax(C)), dtype=np.float64)
     inside = selected[(selected >= start) & (selected < start + n_b)] - start
     row_max[inside] = -np.inf
@@ -213,6 +216,7 @@ class _Source:
     starts: list
     shape: tuple
     runner: _Runner
+    dtype: object
     dask_array: object = None
     numpy: object = None
 
@@ -262,7 +266,9 @@ def _from_dask(A, client):
         A = A.rechunk({1: -1})  # every block must hold whole rows
     starts = np.concatenate([[0], np.cumsum(A.chunks[0])[:-1]]).tolist()
     blocks = list(A.to_delayed().ravel())
-    return _Source(blocks, starts, A.shape, _Runner(True, client), dask_array=A)
+    return _Source(
+        blocks, starts, A.shape, _Runner(True, client), A.dtype, dask_array=A
+    )
 
 
 def _from_npy(A, chunks, client):
@@ -276,7 +282,7 @@ def _from_npy(A, chunks, client):
         for s in starts
     ]
     runner = _Runner(client is not None, client)
-    return _Source(blocks, starts, A.shape, runner, numpy=A)
+    return _Source(blocks, starts, A.shape, runner, A.dtype, numpy=A)
 
 
 def _from_numpy(A, chunks, client):
@@ -292,7 +298,7 @@ def _from_numpy(A, chunks, client):
     starts = list(range(0, n, step))
     blocks = [A[s : s + step] for s in starts]
     runner = _Runner(client is not None, client)
-    return _Source(blocks, starts, A.shape, runner, numpy=A)
+    return _Source(blocks, starts, A.shape, runner, A.dtype, numpy=A)
 
 
 def _source(A, chunks, client):
@@ -303,7 +309,16 @@ def _source(A, chunks, client):
             "pass client=None to use Dask's default scheduler."
         )
     if isinstance(A, (str, os.PathLike)):
-        A = np.load(A, mmap_mode="r")
+        path = A
+        A = np.load(path, mmap_mode="r")
+        if not isinstance(A, np.ndarray):  # an .npz archive
+            names = ", ".join(repr(k) for k in A.files)
+            A.close()
+            raise TypeError(
+                f"A ({os.fspath(path)!r}) is an .npz archive of arrays ({names}), "
+                "not one matrix; pass one of them, e.g. np.load(path)[name], or "
+                "save it with np.save as a .npy file to stream it from disk."
+            )
     array_type = _dask_array_type()
     if array_type is not None and isinstance(A, array_type):
         if chunks is not None:
@@ -337,24 +352,29 @@ def _candidate_pool(src, method, n_candidates, tol, split_every):
 
 def _select(pool_rows, tol, shape):
     """:func:`fast_maxvol` on the pool, with errors that name ``A``."""
-    try:
-        return fast_maxvol(pool_rows, tol=tol)
-    except ValueError as exc:
-        r = shape[1]
-        found = len(_greedy_rows(pool_rows, get_backend(pool_rows)))
-        raise ValueError(
-            f"A (shape {tuple(shape)}) has numerical rank {found} < {r}: no {r} rows "
-            "of it are linearly independent to working precision; select from an "
-            f"orthonormal basis of its range (the first {found} left singular "
-            "vectors) instead."
-        ) from exc
+    r = shape[1]
+    # Every block proposes rows spanning its own rows, so a pool of fewer than
+    # r rows (all zero blocks propose none) means A has rank below r.
+    found = pool_rows.shape[0]
+    if found >= r:
+        try:
+            return fast_maxvol(pool_rows, tol=tol)
+        except ValueError:
+            found = len(_greedy_rows(pool_rows, get_backend(pool_rows)))
+    raise ValueError(
+        f"A (shape {tuple(shape)}) has numerical rank {found} < {r}: no {r} rows "
+        "of it are linearly independent to working precision; select from an "
+        f"orthonormal basis of its range (the first {found} left singular "
+        "vectors) instead."
+    )
 
 
 def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offenders):
     """The math of :func:`tournament_maxvol`; returns ``(result, info)``."""
     r = src.shape[1]
     pool_idx, pool_rows = _candidate_pool(src, method, n_candidates, tol, split_every)
-    first = _select(pool_rows, tol, src.shape)
+    # Ranks are judged at the input's precision, not the pool's float64.
+    first = _select(pool_rows.astype(src.dtype), tol, src.shape)
     backend = get_backend(pool_rows)
     sel = pool_idx[np.asarray(first.indices)]  # global indices, in pick order
     n_iter, rounds = first.n_iter, 0

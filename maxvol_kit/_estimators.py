@@ -58,6 +58,7 @@ from maxvol_kit._sklearn_compat import (
     indexable,
     validate_data,
 )
+from maxvol_kit._validation import rescaled
 
 __all__ = [
     "FrequentDirections",
@@ -179,7 +180,12 @@ class MaxVolSampler(BaseEstimator):
     tol : float, default=1.05
         Dominance tolerance of the square MaxVol.
     random_state : int, RandomState instance or None, default=None
-        Seed of the randomized SVD (``features="lowrank"``).
+        Seed of the randomized SVD (``features="lowrank"``) and of the random
+        Fourier features (``features="kernel"``, and ``"auto"`` when
+        ``n_samples`` is at most the number of features). With None those
+        two draw fresh randomness, so repeated fits may select different
+        rows; pass an int for reproducible selections. The other features
+        are deterministic.
 
     Attributes
     ----------
@@ -303,7 +309,9 @@ class MaxVolSampler(BaseEstimator):
 
     def _select_group(self, X, k, rng):
         """``k`` rows of ``X`` (local indices) and their coverage weights."""
-        xp = get_backend(X).xp
+        backend = get_backend(X)
+        xp = backend.xp
+        X, _ = rescaled(X, backend)  # the selection does not depend on the scale
         F = X if self.features == "raw" else X - xp.mean(X, axis=0)
         rank = None
         if self.features == "lowrank":
@@ -377,6 +385,26 @@ def _estimator_has(attr):
     return check
 
 
+def _selected_rows(selector, X, y):
+    """Fit ``selector`` on ``(X, y)``; the row indices it keeps.
+
+    Selectors that set ``sample_indices_`` in ``fit`` (ours, scikit-learn
+    style) and resamplers that set it only in ``fit_resample``
+    (imbalanced-learn's under-samplers) both work.
+    """
+    selector.fit(X, y)
+    if not hasattr(selector, "sample_indices_") and hasattr(selector, "fit_resample"):
+        selector.fit_resample(X, y)
+    if not hasattr(selector, "sample_indices_"):
+        raise TypeError(
+            f"selector {type(selector).__name__} sets no sample_indices_ after "
+            "fit or fit_resample, so the selected rows are unknown; pass a "
+            "selector that records them (MaxVolSampler, or an imbalanced-learn "
+            "under-sampler such as RandomUnderSampler)."
+        )
+    return selector.sample_indices_
+
+
 class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
     """Fit an estimator on the rows a selector picks.
 
@@ -448,8 +476,8 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
             check_array(_to_numpy(y), ensure_2d=False, dtype=None, input_name="y")
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
-        self.selector_ = clone(self.selector).fit(X, y)
-        idx = _to_numpy(self.selector_.sample_indices_)
+        self.selector_ = clone(self.selector)
+        idx = _to_numpy(_selected_rows(self.selector_, X, y))
         weights = getattr(self.selector_, "sample_weight_", None)
         weights = (
             _to_numpy(weights) if self.use_weights and weights is not None else None
@@ -462,7 +490,8 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = clone(self.estimator).fit(
             _take_rows(X, idx), y_sel, **fit_params
         )
-        self.n_features_in_ = self.selector_.n_features_in_
+        width = X.shape[1] if hasattr(X, "shape") else np.shape(X)[1]
+        self.n_features_in_ = getattr(self.selector_, "n_features_in_", width)
         if hasattr(self.selector_, "feature_names_in_"):
             self.feature_names_in_ = self.selector_.feature_names_in_
         return self

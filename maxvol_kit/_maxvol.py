@@ -9,6 +9,7 @@ ones with bounded coefficients, and ``|det A[I]|`` is within
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -95,11 +96,37 @@ def coefficients(A, idx, backend):
     return C
 
 
+def in_caller_units(result, e, n_columns, backend):
+    """``result`` of a problem scaled by ``2^-e`` (:func:`rescaled`), unscaled.
+
+    The rows and the coefficients do not depend on the scale; the log-volume
+    of ``k = min(len(indices), n_columns)`` singular values grows by
+    ``k * e * log 2`` (``e`` per problem for a stack).
+    """
+    if not np.any(e):
+        return result
+    shift = min(result.indices.shape[-1], n_columns) * math.log(2.0) * e
+    if np.ndim(e):
+        shift = backend.asarray(shift, dtype=result.log_volume.dtype)
+    else:
+        shift = float(shift)
+    return dataclasses.replace(result, log_volume=result.log_volume + shift)
+
+
+def singular_values(A_sub, backend):
+    """The singular values of a small matrix, on the host in float64."""
+    return backend.ops.to_host(backend.xp.linalg.svdvals(A_sub)).astype(np.float64)
+
+
 def log_volume(A_sub, backend):
     """Log of the product of the singular values of a small matrix."""
-    s = backend.ops.to_host(backend.xp.linalg.svdvals(A_sub)).astype(np.float64)
     with np.errstate(divide="ignore"):
-        return float(np.sum(np.log(s)))
+        return float(np.sum(np.log(singular_values(A_sub, backend))))
+
+
+def well_conditioned(s, A, backend):
+    """Whether singular values ``s`` of a submatrix of ``A`` have full rank."""
+    return bool(s[-1] > rank_floor(A, backend) * s[0])
 
 
 def rank_floor(A, backend):
@@ -207,12 +234,15 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
             ConvergenceWarning,
             stacklevel=3,
         )
-    sub = backend.xp.take(A, backend.indices(idx), axis=0)
+    s = singular_values(backend.xp.take(A, backend.indices(idx), axis=0), backend)
+    if not well_conditioned(s, A, backend):  # C is roundoff: A lacks the rank
+        found = min(numerical_rank(A, backend), A.shape[1] - 1)
+        raise _greedy_rank_error(A, found, A.shape[1])
     return MaxVolResult(
         indices=backend.indices(idx),
         n_iter=n_iter,
         converged=converged,
-        log_volume=small.log_abs_det(sub) if small_path else log_volume(sub, backend),
+        log_volume=float(np.sum(np.log(s))),
         _coefficients=C,
     )
 
@@ -283,12 +313,12 @@ def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult
     )
     if hosted is not None:
         return hosted
-    A, backend = check_matrix(A)
+    A, backend, e = check_matrix(A, rescale=True)
     tol = check_tol(tol)
     r = A.shape[1]
     max_iter = _default_max_iter(max_iter, r)
     idx, C = _start_rows(A, init, start, backend)
-    return certify(A, idx, tol, max_iter, backend, C=C)
+    return in_caller_units(certify(A, idx, tol, max_iter, backend, C=C), e, r, backend)
 
 
 def _start_rows(A, init, start, backend):
@@ -297,8 +327,7 @@ def _start_rows(A, init, start, backend):
     if start is not None:
         idx = check_indices(start, name="start", n=n, size=r)
         sub = backend.xp.take(A, backend.indices(idx), axis=0)
-        s = backend.ops.to_host(backend.xp.linalg.svdvals(sub))
-        if not s[-1] > rank_floor(A, backend) * s[0]:
+        if not well_conditioned(singular_values(sub, backend), A, backend):
             raise ValueError(
                 "start selects a numerically singular submatrix A[start]; pass "
                 "rows that are linearly independent, or start=None."
@@ -309,12 +338,16 @@ def _start_rows(A, init, start, backend):
     if init != "lu":
         raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
     if small.is_small(A, backend):  # rows and C from one LU
-        idx, u_diag, C = small.lu_coefficients(A)
+        idx, _, C = small.lu_coefficients(A)
     else:
-        (idx, u_diag), C = backend.ops.lu_pivot_rows(A), None
-    u = np.abs(u_diag)
-    if not u.min() > rank_floor(A, backend) * u.max():
+        (idx, _), C = backend.ops.lu_pivot_rows(A), None
+    # LU pivots are not rank-revealing: a start whose rows are not well
+    # conditioned gives way to the greedy one, or to the rank error.
+    sub = backend.xp.take(A, backend.indices(idx), axis=0)
+    if not well_conditioned(singular_values(sub, backend), A, backend):
         found = numerical_rank(A, backend)
+        if found == r:
+            return greedy_volume(A, r, backend)[0], None
         raise rank_deficient_error(
             "A",
             A.shape,
@@ -382,7 +415,7 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
     hosted = small.on_host(fast_maxvol, A, rank=rank, tol=tol, refine=refine)
     if hosted is not None:
         return hosted
-    A, backend = check_matrix(A)
+    A, backend, e = check_matrix(A, rescale=True)
     tol = check_tol(tol)
     r = A.shape[1]
     k = (
@@ -396,7 +429,9 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
         idx, C, found = small.greedy_coefficients(A, rank_floor(A, backend))
         if found is not None:
             raise _greedy_rank_error(A, found, k)
-        return certify(A, idx, tol, 100 * k, backend, refine=refine, C=C)
-    idx, V = greedy_volume(A, k, backend)
-    B = A if k == r else A @ V
-    return certify(B, idx, tol, 100 * k, backend, refine=refine)
+        result = certify(A, idx, tol, 100 * k, backend, refine=refine, C=C)
+    else:
+        idx, V = greedy_volume(A, k, backend)
+        B = A if k == r else A @ V
+        result = certify(B, idx, tol, 100 * k, backend, refine=refine)
+    return in_caller_units(result, e, k, backend)

@@ -18,6 +18,7 @@ from maxvol_kit._maxvol import (
     MaxVolResult,
     coefficients,
     greedy_volume,
+    in_caller_units,
     log_volume,
 )
 from maxvol_kit._validation import check_int, check_matrix, check_tol
@@ -77,7 +78,7 @@ def rect_maxvol(
     >>> np.allclose(res.coefficients @ A[res.indices], A)
     True
     """
-    A, backend = check_matrix(A)
+    A, backend, e = check_matrix(A, rescale=True)
     tol = check_tol(tol, minimum=0.0, usual=1.0)
     n, r = A.shape
     min_rows, max_rows = _row_bounds(n_rows, min_rows, max_rows, n, r)
@@ -85,7 +86,7 @@ def rect_maxvol(
     n_iter = 0
     if refine:
         idx, n_iter, best_left = _exchange_refine(A, idx, backend)
-    return MaxVolResult(
+    result = MaxVolResult(
         n_iter=n_iter,
         converged=best_left <= tol * tol,
         log_volume=log_volume(
@@ -94,6 +95,7 @@ def rect_maxvol(
         indices=backend.indices(idx),
         _source=A,
     )
+    return in_caller_units(result, e, r, backend)
 
 
 def _row_bounds(n_rows, min_rows, max_rows, n, r):
@@ -135,38 +137,57 @@ def _row_bounds(n_rows, min_rows, max_rows, n, r):
 def rect_greedy(A, min_rows, max_rows, tol, backend):
     """Greedy rectangular growth; returns ``(rows, scores, best_left)``.
 
-    ``scores`` are the maintained ``||C_i||^2`` (selected rows hold -inf) and
-    ``best_left`` is their maximum over the unselected rows.
+    The growth runs in the coordinates of the square start ``I0``: ``B = A
+    A[I0]^-1`` (the square MaxVol coefficients), so ``B[I0] = I`` and
+    ``G = B[I]^T B[I]`` has every eigenvalue >= 1. The row norms ``||C_i||``
+    are the same in any coordinates, and the Sherman-Morrison downdates of
+    ``G^-1`` stay well conditioned even when ``A`` is not. ``scores`` are
+    ``||C_i||^2`` recomputed from a QR factor of ``B[I]`` at the end
+    (selected rows hold -inf), and ``best_left`` is their maximum over the
+    unselected rows; the growth goes on while the recomputed scores say it
+    must.
     """
     xp, ops = backend.xp, backend.ops
     idx, _ = greedy_volume(A, A.shape[1], backend)
-    # ||C_i||^2 for the square start: C = A A[I]^-1, G^-1 = A[I]^-1 A[I]^-T.
-    sub_inv = xp.linalg.inv(xp.take(A, backend.indices(idx), axis=0))
-    scores = ops.row_sq_norms(A @ sub_inv)
-    ops.fill(scores, idx, -math.inf)
-    Ginv = sub_inv @ sub_inv.T
+    B = coefficients(A, idx, backend)
+    rows = [int(i) for i in idx]
+    scores = ops.row_sq_norms(B)
+    ops.fill(scores, rows, -math.inf)
+    state = {"Ginv": backend.eye(A.shape[1], A.dtype)}
 
     def pick(p):
-        nonlocal Ginv
-        x = A[p, :]
-        g = Ginv @ x
+        x = B[p, :]
+        g = state["Ginv"] @ x
         # Sherman-Morrison: (G + x x^T)^-1 = G^-1 - g g^T / (1 + x^T g).
-        u = g / math.sqrt(1.0 + float(x @ g))
-        Ginv = Ginv - xp.linalg.outer(u, u)
+        u = g / math.sqrt(1.0 + max(0.0, float(x @ g)))
+        state["Ginv"] = state["Ginv"] - xp.linalg.outer(u, u)
         return u
 
-    rows = [int(i) for i in idx]
-    added, best_left = lazy_greedy(
-        A, scores, min_rows - len(rows), pick, backend=backend
-    )
-    rows += added
-    more, best_left = lazy_greedy(
-        A, scores, max_rows - len(rows), pick, backend=backend, stop_at=tol * tol
-    )
-    rows += more
-    if len(rows) == A.shape[0]:
-        best_left = -math.inf
-    return np.asarray(rows, dtype=np.int64), scores, best_left
+    while True:
+        added, _ = lazy_greedy(B, scores, min_rows - len(rows), pick, backend=backend)
+        rows += added
+        more, _ = lazy_greedy(
+            B, scores, max_rows - len(rows), pick, backend=backend, stop_at=tol * tol
+        )
+        rows += more
+        scores, state["Ginv"] = _exact_scores(B, rows, backend)
+        best_left = float(xp.max(scores)) if len(rows) < A.shape[0] else -math.inf
+        if best_left <= tol * tol or len(rows) >= max_rows:
+            return np.asarray(rows, dtype=np.int64), scores, best_left
+
+
+def _exact_scores(B, rows, backend):
+    """``||C_i||^2`` and ``(B[I]^T B[I])^-1`` recomputed from ``B[I] = Q R``.
+
+    ``C = B pinv(B[I]) = B R^-1 Q^T`` and ``Q`` has orthonormal columns, so
+    ``||C_i|| = ||B_i R^-1||``.
+    """
+    xp, ops = backend.xp, backend.ops
+    _, R = xp.linalg.qr(xp.take(B, backend.indices(rows), axis=0))
+    R_inv = xp.linalg.inv(R)
+    scores = ops.row_sq_norms(ops.thin_product(B, R_inv))
+    ops.fill(scores, rows, -math.inf)
+    return scores, R_inv @ R_inv.T
 
 
 def _exchange_refine(A, idx, backend, max_exchanges=None):

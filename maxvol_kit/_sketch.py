@@ -25,11 +25,12 @@ int, a ``Generator`` or None).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from maxvol_kit._backend import get_backend
-from maxvol_kit._validation import check_int, check_matrix
+from maxvol_kit._validation import check_int, check_matrix, rescaled
 
 __all__ = [
     "FrequentDirectionsSketch",
@@ -47,6 +48,23 @@ def host_rng(random_state):
     """A NumPy ``Generator`` from an int, a ``Generator``, a ``RandomState`` or None."""
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**63))
+    if not (
+        random_state is None
+        or isinstance(random_state, (np.random.Generator, np.random.SeedSequence))
+        or (
+            isinstance(random_state, numbers.Integral)
+            and not isinstance(random_state, bool)
+        )
+    ):
+        raise TypeError(
+            f"random_state ({random_state!r}) must be None, an int, a NumPy "
+            "Generator or a RandomState; e.g. random_state=0."
+        )
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(
+            f"random_state ({random_state}) must be a non-negative int; e.g. "
+            "random_state=0."
+        )
     return np.random.default_rng(random_state)
 
 
@@ -199,6 +217,9 @@ def random_fourier_features(F, n_components, rng):
     """
     backend = get_backend(F)
     xp = backend.xp
+    # The features are those of F / s for any s (the bandwidth scales along):
+    # work at a safe scale.
+    F, _ = rescaled(F, backend)
     n, d = F.shape
     sample = xp.take(
         F, backend.indices(rng.choice(n, min(n, 500), replace=False)), axis=0
@@ -294,8 +315,10 @@ class FrequentDirectionsSketch:
     def _shrink(self):
         xp, ell = get_backend(self._buffer).xp, self.sketch_size
         _, s, Vt = xp.linalg.svd(self._buffer, full_matrices=False)
-        delta = s[ell - 1] ** 2 if s.shape[0] >= ell else 0.0
-        shrunk = xp.sqrt(xp.clip(s * s - delta, min=0.0))
+        # sqrt(s^2 - s_ell^2) as s sqrt(1 - (s_ell / s)^2): no square overflows.
+        floor = s[ell - 1] if s.shape[0] >= ell else 0.0
+        ratio = floor / xp.where(s > 0, s, 1.0)
+        shrunk = s * xp.sqrt(xp.clip(1.0 - ratio * ratio, min=0.0))
         keep = min(ell - 1, s.shape[0])
         self._buffer[:keep, :] = shrunk[:keep, None] * Vt[:keep, :]
         self._buffer[keep:, :] = 0.0

@@ -25,7 +25,6 @@ __all__ = [
     "greedy_coefficients",
     "greedy_pivots",
     "is_small",
-    "log_abs_det",
     "lu_coefficients",
     "on_host",
     "swaps",
@@ -167,8 +166,3 @@ def swaps(C, idx, tol, max_iter):
         C[idx] = eye
         n_iter += 1
     return n_iter, float(np.abs(C).max())
-
-
-def log_abs_det(S):
-    """``log|det S|`` of a small square matrix, through its LU factors."""
-    return float(np.linalg.slogdet(S)[1])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 
 import array_api_compat
 import numpy as np
@@ -17,6 +19,7 @@ __all__ = [
     "check_stack",
     "check_tol",
     "rank_deficient_error",
+    "rescaled",
 ]
 
 _SUPPORTED = ("float32", "float64")
@@ -33,6 +36,7 @@ class ConvergenceWarning(UserWarning):
 def _as_array(A, name):
     if A is None:
         raise TypeError(f"{name} must be a 2-D array of floats, got None.")
+    A = _unwrap_container(A, name)
     try:
         array_api_compat.array_namespace(A)
     except TypeError:
@@ -45,6 +49,81 @@ def _as_array(A, name):
                 f"that cannot be converted: {exc}"
             ) from None
     return A
+
+
+def _unwrap_container(A, name):
+    """The plain dense array behind the containers users pass, or a clear error."""
+    if isinstance(A, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{name} is a path ({os.fsdecode(A)!r}), not an array; load it first, "
+            f"e.g. {name}=np.load(path) (tournament_maxvol reads .npy paths itself)."
+        )
+    if hasattr(A, "tocsr") and hasattr(A, "toarray"):  # scipy.sparse, no import
+        raise TypeError(
+            f"{name} is a scipy.sparse {type(A).__name__} of shape {A.shape}; MaxVol "
+            f"works on dense matrices: pass {name}.toarray() (or reduce it first, "
+            "e.g. with TruncatedSVD)."
+        )
+    if isinstance(A, np.ma.MaskedArray):
+        if np.ma.getmaskarray(A).any():
+            raise ValueError(
+                f"{name} is a masked array with {int(np.ma.count_masked(A))} masked "
+                f"entries; fill them ({name}.filled(value)) or drop those rows first."
+            )
+        return np.asarray(A.data)
+    if isinstance(A, np.matrix):
+        return np.asarray(A)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(A, torch.Tensor):
+        if A.layout != torch.strided:
+            raise TypeError(
+                f"{name} is a torch tensor with layout {A.layout}; MaxVol works on "
+                f"dense tensors: pass {name}.to_dense()."
+            )
+        if A.device.type == "meta":
+            raise TypeError(
+                f"{name} is a tensor on the meta device (a shape without data); "
+                "pass a tensor that holds values."
+            )
+    return A
+
+
+def rescaled(A, backend):
+    """``A`` times a power of two that puts ``max|A|`` in a safe range.
+
+    MaxVol is invariant to the scale of ``A`` (the rows and the coefficients
+    ``C`` do not change), but squared norms and inverses over- or underflow
+    far from 1. Inside ``[2^-L, 2^L]`` (``L`` an eighth of the dtype's
+    exponent range: 2^128 for float64, 2^16 for float32) ``A`` is returned
+    as it is; outside, it is multiplied by ``2^-e`` with ``2^(e-1) <=
+    max|A| < 2^e``, which is exact. For a 3-D stack every problem gets its
+    own factor. Returns ``(A, e)``, ``e`` an int (an int64 array of shape
+    (b,) for a stack): the log-volume in the caller's units is the scaled
+    one plus ``k * e * log 2`` for ``k`` singular values.
+    """
+    return _rescale(A, backend, _peaks(A, backend))
+
+
+def _rescale(A, backend, peak):
+    """:func:`rescaled` once ``peak = max|A|`` (finite) is known."""
+    xp = backend.xp
+    info = np.finfo(np.dtype(str(A.dtype).rsplit(".", 1)[-1]))
+    limit = info.maxexp // 8
+    _, e = np.frexp(peak)
+    e = np.where((peak == 0) | (np.abs(e) <= limit), 0, e).astype(np.int64)
+    if not e.any():
+        return A, (e if A.ndim == 3 else 0)
+    step_limit = info.maxexp - 3  # 2**step is representable in A's dtype
+    left = -e
+    while left.any():
+        step = np.clip(left, -step_limit, step_limit)
+        if A.ndim == 3:
+            factor = backend.asarray(np.exp2(step.astype(np.float64)), dtype=A.dtype)
+            A = A * xp.reshape(factor, (-1, 1, 1))
+        else:
+            A = A * float(2.0 ** int(step))
+        left = left - step
+    return A, (e if A.ndim == 3 else int(e))
 
 
 def _check_dtype(A, name):
@@ -64,8 +143,11 @@ def _check_dtype(A, name):
     )
 
 
-def check_matrix(A, *, name="A", tall=True):
+def check_matrix(A, *, name="A", tall=True, rescale=False):
     """Validate a 2-D float matrix; return ``(A, backend)``.
+
+    With ``rescale``, return ``(A, backend, e)`` with ``A`` brought into a
+    safe range by :func:`rescaled` (the same pass finds NaN and inf).
 
     Parameters
     ----------
@@ -75,6 +157,8 @@ def check_matrix(A, *, name="A", tall=True):
         The parameter name used in error messages.
     tall : bool
         Require ``n >= r`` (every MaxVol problem selects ``r`` of ``n`` rows).
+    rescale : bool
+        Scale ``A`` by a power of two as :func:`rescaled` does.
     """
     A = _as_array(A, name)
     if A.ndim != 2:
@@ -83,11 +167,14 @@ def check_matrix(A, *, name="A", tall=True):
             f"reshape it to (n_rows, n_columns), e.g. {name}.reshape(-1, 1) for one "
             "column."
         )
-    return _check_values(A, name, tall)
+    return _check_values(A, name, tall, rescale)
 
 
 def check_stack(A, *, name="A"):
-    """Validate a stack of tall float matrices (b, n, r); return ``(A, backend)``."""
+    """Validate a stack of tall float matrices (b, n, r), each problem rescaled.
+
+    Returns ``(A, backend, e)`` as :func:`check_matrix` with ``rescale``.
+    """
     A = _as_array(A, name)
     if A.ndim != 3:
         raise ValueError(
@@ -95,10 +182,10 @@ def check_stack(A, *, name="A"):
             f"{A.ndim}-D with shape {tuple(A.shape)}; for one matrix call "
             "fast_maxvol instead."
         )
-    return _check_values(A, name, tall=True)
+    return _check_values(A, name, True, True)
 
 
-def _check_values(A, name, tall):
+def _check_values(A, name, tall, rescale):
     """Dtype, emptiness, shape and finiteness checks shared by 2-D and 3-D input."""
     _check_dtype(A, name)
     n, r = A.shape[-2:]
@@ -114,11 +201,27 @@ def _check_values(A, name, tall):
         )
     backend = get_backend(A)
     A = backend.ops.prepare(A)
-    if not backend.ops.all_finite(A):
+    if rescale:
+        peak = _peaks(A, backend)
+        finite = bool(np.isfinite(peak).all())
+    else:
+        finite = backend.ops.all_finite(A)
+    if not finite:
         raise ValueError(
             f"{name} contains NaN or infinite values; remove or impute them first."
         )
+    if rescale:
+        A, e = _rescale(A, backend, peak)
+        return A, backend, e
     return A, backend
+
+
+def _peaks(A, backend):
+    """``max|A|`` (per problem for a stack) on the host; NaN if A holds one."""
+    xp = backend.xp
+    axes = tuple(range(1, A.ndim)) if A.ndim == 3 else None
+    peak = xp.maximum(xp.max(A, axis=axes), -xp.min(A, axis=axes))
+    return backend.ops.to_host(peak).astype(np.float64)
 
 
 def check_tol(tol, *, name="tol", minimum=1.0, usual=1.05):
