@@ -21,7 +21,7 @@ venv: $(STAMP)
 # Fashion-MNIST files are missing); report in out/demo.
 demo: venv
 	-$(DATA_SETUP)
-	OPENBLAS_NUM_THREADS=2 $(BIN)/graft run --out out/demo
+	OPENBLAS_NUM_THREADS=2 $(BIN)/graft run --out out/demo --overwrite
 
 # Fashion-MNIST from Debian's dataset-fashion-mnist where apt-get is available
 # (as root); graft run falls back to digits without it.

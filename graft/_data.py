@@ -7,8 +7,9 @@ Fashion-MNIST are read from IDX files in any directory the user names.
 
 from __future__ import annotations
 
-import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,28 +33,99 @@ _IDX_DTYPES = {
     0x0D: ">f4",
     0x0E: ">f8",
 }
+_GZIP_MAGIC = b"\x1f\x8b"
+_AGAIN = "download or copy it again"
 
 
 def load_idx(path):
     """Read one IDX file (optionally gzipped) into a NumPy array.
 
     The format: two zero bytes, a type code, the number of dimensions, one
-    big-endian int32 per dimension, then the data in C order.
+    big-endian int32 per dimension, then the data in C order. Gzip is
+    recognised by its magic bytes, whatever the file is called.
+
+    Raises
+    ------
+    ValueError
+        If the file is not IDX, its gzip stream is corrupt or cut short, its
+        header is incomplete, or the data does not fill the header's shape;
+        the message names the file and the fix.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4]!r}).")
-    ndim = raw[3]
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        raw = _gunzip(path, raw)
+    dtype, shape, offset = _idx_header(path, raw)
+    count = math.prod(shape)
+    need, have = dtype.itemsize * count, len(raw) - offset
+    if have != need:
+        raise ValueError(
+            f"{path}: its header says shape {shape} of {dtype.name}, i.e. {need} "
+            f"bytes of data, but {have} follow the {offset}-byte header "
+            f"({'truncated' if have < need else 'extra bytes'}): {_AGAIN}."
+        )
+    return np.frombuffer(raw, dtype, count=count, offset=offset).reshape(shape)
+
+
+def _gunzip(path, packed):
+    """The bytes inside a gzip file (all members); ValueError if corrupt or cut."""
+    parts = []
+    while packed:
+        stream = zlib.decompressobj(wbits=31)  # 31: gzip wrapper, CRC checked
+        try:
+            parts.append(stream.decompress(packed))
+        except zlib.error as err:
+            raise ValueError(
+                f"{path} is not a valid gzip file ({err}): {_AGAIN}."
+            ) from None
+        if not stream.eof:
+            raw = b"".join(parts)
+            raise ValueError(
+                f"{path} is truncated (gzip stream ended after {len(raw)} bytes"
+                f"{_expected_size(raw)}): {_AGAIN}."
+            )
+        packed = stream.unused_data
+    return b"".join(parts)
+
+
+def _expected_size(raw):
+    """'; expected M' from the IDX header at the start of raw, if it is there."""
+    try:
+        dtype, shape, offset = _idx_header("", raw)
+    except ValueError:
+        return ", before the end of the IDX header"
+    return f"; expected {offset + dtype.itemsize * math.prod(shape)}"
+
+
+def _idx_header(path, raw):
+    """``(dtype, shape, data offset)`` of the IDX bytes raw, checked."""
+    if len(raw) < 4:
+        raise ValueError(
+            f"{path} has a short header ({len(raw)} bytes; an IDX header has at "
+            f"least 4): {_AGAIN}."
+        )
+    if raw[0] or raw[1]:
+        raise ValueError(
+            f"{path} is not an IDX file (bad magic number {raw[:4]!r}; IDX starts "
+            f"with two zero bytes, gzip with 1f 8b): pass an MNIST or Fashion-MNIST "
+            f"images/labels file, or {_AGAIN}."
+        )
+    if raw[2] not in _IDX_DTYPES:
+        known = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise ValueError(
+            f"{path} is not an IDX file (data type byte 0x{raw[2]:02X}; IDX knows "
+            f"{known}): {_AGAIN}."
+        )
+    ndim, offset = raw[3], 4 + 4 * raw[3]
+    if len(raw) < offset:
+        raise ValueError(
+            f"{path} has a short header ({len(raw)} bytes; its {ndim} dimension "
+            f"fields need {offset}): {_AGAIN}."
+        )
     shape = tuple(
-        int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim)
+        int.from_bytes(raw[4 * k : 4 * k + 4], "big") for k in range(1, ndim + 1)
     )
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {data.size} values.")
-    return data.reshape(shape)
+    return np.dtype(_IDX_DTYPES[raw[2]]), shape, offset
 
 
 def _find(directory, stem):
@@ -61,6 +133,47 @@ def _find(directory, stem):
         if (directory / name).exists():
             return directory / name
     return None
+
+
+def _idx_paths(directory, split):
+    """``(images, labels)`` paths of one split; FileNotFoundError if missing."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split ({split!r}) must be 'train' or 'test'.")
+    directory = Path(
+        directory or os.environ.get("GRAFT_FASHION_MNIST", FASHION_MNIST_DIR)
+    )
+    prefix = "train" if split == "train" else "t10k"
+    images = _find(directory, f"{prefix}-images-idx3-ubyte")
+    labels = _find(directory, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        raise FileNotFoundError(
+            f"no {prefix}-images/labels IDX files in {directory}. Install them with "
+            "'apt-get install dataset-fashion-mnist' (Debian), or pass the folder "
+            "that holds them (MNIST files work too)."
+        )
+    return images, labels
+
+
+def _load_pair(images, labels):
+    """Images and int64 labels from two IDX files, checked against each other."""
+    X, y = load_idx(images), load_idx(labels)
+    if X.ndim != 3 or X.dtype != np.uint8:
+        raise ValueError(
+            f"{images} holds {X.dtype.name} of shape {X.shape}; images must be "
+            "uint8 (n, height, width): pass the images-idx3-ubyte file."
+        )
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise ValueError(
+            f"{labels} holds {y.dtype.name} of shape {y.shape}; labels must be "
+            "integers (n,): pass the labels-idx1-ubyte file."
+        )
+    if len(X) != len(y):
+        raise ValueError(
+            f"{images} holds {len(X)} images but {labels} holds {len(y)} labels: "
+            "use the images and labels files of the same set, or download or copy "
+            "them again."
+        )
+    return X, y.astype(np.int64)
 
 
 def load_mnist_like(directory=None, *, split="train"):
@@ -77,22 +190,39 @@ def load_mnist_like(directory=None, *, split="train"):
     ------
     FileNotFoundError
         If the files are not there, with how to get them.
+    ValueError
+        If a file is damaged (:func:`load_idx`), or the images and labels
+        files disagree on the number of samples.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split ({split!r}) must be 'train' or 'test'.")
-    directory = Path(
-        directory or os.environ.get("GRAFT_FASHION_MNIST", FASHION_MNIST_DIR)
-    )
-    prefix = "train" if split == "train" else "t10k"
-    images = _find(directory, f"{prefix}-images-idx3-ubyte")
-    labels = _find(directory, f"{prefix}-labels-idx1-ubyte")
-    if images is None or labels is None:
-        raise FileNotFoundError(
-            f"no {prefix}-images/labels IDX files in {directory}. Install them with "
-            "'apt-get install dataset-fashion-mnist' (Debian), or pass the folder "
-            "that holds them (MNIST files work too)."
+    return _load_pair(*_idx_paths(directory, split))
+
+
+def _load_train_test(directory):
+    """Train and test arrays of an IDX folder, checked before any training."""
+    train, test = _idx_paths(directory, "train"), _idx_paths(directory, "test")
+    X_tr, y_tr = _load_pair(*train)
+    X_te, y_te = _load_pair(*test)
+    if X_tr.shape[1:] != X_te.shape[1:]:
+        raise ValueError(
+            f"train images {train[0]} are {_size(X_tr)} but test images "
+            f"{test[0]} are {_size(X_te)}: use the train and test files of the "
+            "same dataset."
         )
-    return load_idx(images), load_idx(labels).astype(np.int64)
+    unexpected = np.setdiff1d(y_te, y_tr)
+    if unexpected.size:
+        shown = ", ".join(map(str, unexpected[:10])) + ", ..." * (unexpected.size > 10)
+        raise ValueError(
+            f"test labels {test[1]} have {unexpected.size} class(es) the training "
+            f"labels {train[1]} never have ({shown}; training classes "
+            f"{np.unique(y_tr).tolist()}): no model can learn them; use the train "
+            "and test files of the same dataset."
+        )
+    return X_tr, y_tr, X_te, y_te
+
+
+def _size(images):
+    """``'28x28'`` for images of shape (n, 28, 28)."""
+    return "x".join(map(str, images.shape[1:]))
 
 
 def load_digits_split(test_size=0.3, random_state=0):
@@ -205,13 +335,20 @@ def load_dataset(
     train, test : TensorDataset
     info : dict
         ``name``, ``in_shape``, ``n_classes``.
+
+    Raises
+    ------
+    ValueError
+        Before any training, if an IDX file is damaged, or the files disagree:
+        images and labels counts, train and test image sizes, or test labels
+        outside the training classes.
     """
     import torch
     from torch.utils.data import TensorDataset
 
     if name == "auto":
         try:
-            load_mnist_like(data_dir, split="test")
+            _idx_paths(data_dir, "test")
             name = "fashion-mnist"
         except FileNotFoundError:
             name = "digits"
@@ -219,8 +356,7 @@ def load_dataset(
         X_tr, X_te, y_tr, y_te = load_digits_split(random_state=seed)
         X_tr, X_te = X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8)
     elif name in ("fashion-mnist", "mnist"):
-        X_tr, y_tr = load_mnist_like(data_dir, split="train")
-        X_te, y_te = load_mnist_like(data_dir, split="test")
+        X_tr, y_tr, X_te, y_te = _load_train_test(data_dir)
         X_tr = X_tr[:, None].astype(np.float32) / 255.0
         X_te = X_te[:, None].astype(np.float32) / 255.0
     else:

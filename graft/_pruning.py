@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft._checks import check_count, check_number
 from graft._wrapper import GraftBatch
 from maxvol_kit import fast_maxvol
 
@@ -538,8 +539,8 @@ def collect_activations(
     """
     module = _resolve(model, module)
     if max_samples is not None:
-        max_samples = _check_count(max_samples, "max_samples")
-    batch_size = _check_count(batch_size, "batch_size")
+        max_samples = check_count("max_samples", max_samples, example=2048)
+    batch_size = check_count("batch_size", batch_size, example=256)
     param = next(model.parameters(), None)
     device = param.device if param is not None else None
     captured, count = [], 0
@@ -572,25 +573,6 @@ def collect_activations(
     if not captured:
         raise ValueError("data is empty; pass at least one batch of inputs.")
     return torch.cat(captured)[:max_samples]
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} ({value!r}) must be a positive integer.")
-    return value
-
-
-def _check_fraction(fraction):
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(
-            f"fraction must be a number in (0, 1], got {type(fraction).__name__}."
-        )
-    if not 0 < fraction <= 1:
-        raise ValueError(
-            f"fraction ({fraction}) must be in (0, 1], the share of channels to "
-            "keep; e.g. fraction=0.5 keeps half of them."
-        )
-    return float(fraction)
 
 
 def _check_pairs(model, pairs):
@@ -680,7 +662,10 @@ def prune_model(
     >>> pruned[0].out_features, report["pairs"][0]["channels_after"]
     (4, 4)
     """
-    fraction = _check_fraction(fraction)
+    # The share of channels to keep: fraction=0.5 keeps half of them.
+    fraction = check_number(
+        "fraction", fraction, low=0, high=1, open_low=True, example=0.5
+    )
     names = _check_pairs(model, pairs)
     _check_option(fold, "fold", _FOLDS)
     if isinstance(select, str):

@@ -56,8 +56,12 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def write_report(out, config, runs):
-    """Write ``report.json`` and the plots into ``out``; return the summary rows."""
+def write_report(out, config, runs, *, plots=True):
+    """Write ``report.json`` (and the plots) into ``out``; return the summary rows.
+
+    The JSON is written to a temporary file first and renamed, so an
+    interrupted write never leaves a truncated report.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(runs)
@@ -70,8 +74,11 @@ def write_report(out, config, runs):
         "summary": summary,
         "runs": runs,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    _plots(out, runs)
+    partial = out / "report.json.partial"
+    partial.write_text(json.dumps(report, indent=2))
+    partial.replace(out / "report.json")
+    if plots:
+        _plots(out, runs)
     return summary
 
 

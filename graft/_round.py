@@ -24,6 +24,7 @@ import math
 import numpy as np
 import torch
 
+from graft._checks import check_count, check_number
 from maxvol_kit import fast_maxvol
 from maxvol_kit._groups import allocate
 
@@ -88,22 +89,13 @@ class InfoBatchSelector:
     from_record = True
 
     def __init__(self, epochs, *, prune_ratio=0.5, delta=0.875):
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(
-                f"epochs ({epochs!r}) must be a positive integer: the number of "
-                "training epochs, e.g. InfoBatchSelector(epochs=8)."
-            )
-        if not (isinstance(prune_ratio, (int, float)) and 0 <= prune_ratio < 1):
-            raise ValueError(
-                f"prune_ratio ({prune_ratio!r}) must be a number in [0, 1); e.g. 0.5."
-            )
-        if not (isinstance(delta, (int, float)) and 0 < delta <= 1):
-            raise ValueError(
-                f"delta ({delta!r}) must be a number in (0, 1]; e.g. 0.875."
-            )
-        self.epochs = epochs
-        self.prune_ratio = float(prune_ratio)
-        self.delta = float(delta)
+        self.epochs = check_count("epochs", epochs, example=8)  # of training
+        self.prune_ratio = check_number(
+            "prune_ratio", prune_ratio, low=0, high=1, open_high=True, example=0.5
+        )
+        self.delta = check_number(
+            "delta", delta, low=0, high=1, open_low=True, example=0.875
+        )
 
     @property
     def fraction(self):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from graft._checks import check_count, check_number
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
@@ -48,23 +49,7 @@ class Selection:
 
 
 def _check_fraction(fraction, name="fraction"):
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
-        raise TypeError(
-            f"{name} must be a number in (0, 1], got {type(fraction).__name__}."
-        )
-    if not 0 < fraction <= 1:
-        raise ValueError(f"{name} ({fraction}) must be in (0, 1]; e.g. {name}=0.3.")
-    return float(fraction)
-
-
-def _check_share(share):
-    if isinstance(share, bool) or not isinstance(share, (int, float)):
-        raise TypeError(f"random_share must be a number, got {type(share).__name__}.")
-    if not 0 <= share <= 1:
-        raise ValueError(
-            f"random_share ({share}) must be in [0, 1]; e.g. random_share=0.5."
-        )
-    return float(share)
+    return check_number(name, fraction, low=0, high=1, open_low=True, example=0.3)
 
 
 class RandomSelector:
@@ -208,8 +193,7 @@ default="embedding"
             raise ValueError(
                 f"min_fraction ({min_fraction}) must not exceed fraction ({fraction})."
             )
-        if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"eps ({eps!r}) must be a number >= 0; e.g. eps=0.1.")
+        eps = check_number("eps", eps, low=0, example=0.1)
         if not callable(features) and features not in (
             "embedding",
             "kernel",
@@ -225,12 +209,12 @@ default="embedding"
         self.eps = float(eps)
         self.features = features
         self.coordinates = coordinates
-        if not (isinstance(typicality, (int, float)) and typicality >= 0):
-            raise ValueError(f"typicality ({typicality!r}) must be a number >= 0.")
-        self.typicality = float(typicality)
+        self.typicality = check_number("typicality", typicality, low=0, example=1.0)
         self.weighted = bool(weighted)
         self.stratify = bool(stratify)
-        self.random_share = _check_share(random_share)
+        self.random_share = check_number(
+            "random_share", random_share, low=0, high=1, example=0.5
+        )
         if sampling not in ("greedy", "volume"):
             raise ValueError(f"sampling ({sampling!r}) must be 'greedy' or 'volume'.")
         if sampling == "volume" and (weighted or self.random_share):
@@ -240,13 +224,8 @@ default="embedding"
                 "probability weights); pass sampling='greedy'."
             )
         self.sampling = sampling
-        if pool is not None and (
-            isinstance(pool, bool) or not isinstance(pool, (int, float)) or pool < 1
-        ):
-            raise ValueError(
-                f"pool ({pool!r}) must be None or a number >= 1: the candidates "
-                "per batch as a multiple of the budget; e.g. pool=2."
-            )
+        if pool is not None:
+            pool = check_number("pool", pool, low=1, example=2)
         self.pool = pool
         self.layer = layer
         if scope not in ("round", "batch"):
@@ -516,15 +495,7 @@ class SageSelector:
         if keep not in ("spread", "top"):
             raise ValueError(f"keep ({keep!r}) must be 'spread' or 'top'.")
         self.keep = keep
-        if (
-            isinstance(sketch_size, bool)
-            or not isinstance(sketch_size, int)
-            or sketch_size < 1
-        ):
-            raise ValueError(
-                f"sketch_size ({sketch_size!r}) must be a positive integer; "
-                "e.g. sketch_size=32."
-            )
+        sketch_size = check_count("sketch_size", sketch_size, example=32)
         if not callable(features) and features != "gradient":
             raise ValueError(
                 f"features ({features!r}) must be 'gradient' or a "

@@ -32,7 +32,6 @@ from generators seeded by ``(seed, epoch)``, so a run resumed from
 from __future__ import annotations
 
 import contextlib
-import numbers
 import time
 import warnings
 import zlib
@@ -41,6 +40,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
+from graft._checks import check_count
 from graft._features import find_final_linear
 from graft._format import (
     BatchFormat,
@@ -104,16 +104,6 @@ def _generator(seed, epoch, stream):
     return torch.Generator().manual_seed(
         zlib.crc32(f"{seed}:{epoch}:{stream}".encode())
     )
-
-
-def _check_count(name, value, low):
-    """``value`` as an int >= ``low`` (NumPy integers too)."""
-    kind = "a positive integer" if low else "an integer >= 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {kind}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"{name} ({value!r}) must be {kind}.")
-    return int(value)
 
 
 def _check_model_type(model):
@@ -378,11 +368,11 @@ class Graft:
     ):
         if mode not in ("refresh", "online"):
             raise ValueError(f"mode ({mode!r}) must be 'refresh' or 'online'.")
-        self.batch_size = _check_count("batch_size", batch_size, 1)
-        self.refresh_every = _check_count("refresh_every", refresh_every, 1)
-        self.warm_start = _check_count("warm_start", warm_start, 0)
-        self.seed = _check_count("seed", seed, 0)
-        _check_count("num_workers", num_workers, 0)
+        self.batch_size = check_count("batch_size", batch_size, 1)
+        self.refresh_every = check_count("refresh_every", refresh_every, 1)
+        self.warm_start = check_count("warm_start", warm_start, 0)
+        self.seed = check_count("seed", seed, 0)
+        check_count("num_workers", num_workers, 0)
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(
                 f"collate_fn must be callable, got {type(collate_fn).__name__}."
@@ -441,7 +431,7 @@ class Graft:
                     f"with {where}, not in graft.dataloader()."
                 )
         if "num_workers" in kwargs:
-            _check_count("num_workers", kwargs["num_workers"], 0)
+            check_count("num_workers", kwargs["num_workers"], 0)
         shared = {k: kwargs[k] for k in _SHARED_LOADER_OPTIONS if k in kwargs}
         self._load_options = {**self._load_options, **shared}
         loader = self._indexed_loader(
@@ -458,7 +448,7 @@ class Graft:
 
     def set_epoch(self, epoch):
         """Start epoch ``epoch`` (from 0): a selection round if one is due."""
-        epoch = _check_count("epoch", epoch, 0)
+        epoch = check_count("epoch", epoch, 0)
         if epoch == self._epoch and self._plan is not None:
             return  # already set (Lightning may set it after the loader did)
         self._check_model()

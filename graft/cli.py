@@ -20,6 +20,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -107,6 +108,11 @@ def _parser():
     )
     run.add_argument("--threads", type=int, default=2)
     run.add_argument("--out", default="graft-run")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report already in --out (default: refuse)",
+    )
     run.add_argument("--quiet", action="store_true")
     return parser
 
@@ -316,15 +322,26 @@ def run(args):
         f"{args.model}, selectors {names}, fraction {args.fraction}, "
         f"{args.epochs} epochs, {args.seeds} seed(s), mode {args.mode}"
     )
-    runs = []
-    for suffix, (train, test, info) in data.items():
-        for seed in range(args.seeds):
-            for name in names:
-                run = run_one(args, name, seed, train, test, info, log)
-                runs.append(run | {"selector": name + suffix})
     config = {k: v for k, v in vars(args).items() if k != "command"} | {
         "dataset": info["name"]
     }
+    runs = []
+    try:
+        for suffix, (train, test, info) in data.items():
+            for seed in range(args.seeds):
+                for name in names:
+                    run = run_one(args, name, seed, train, test, info, log)
+                    runs.append(run | {"selector": name + suffix})
+                    write_report(args.out, config, runs, plots=False)  # so far
+    except KeyboardInterrupt:
+        if runs:
+            write_report(args.out, config, runs)
+        print(
+            f"graft run: interrupted; the {len(runs)} finished run(s) are in "
+            f"{args.out}/report.json.",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
     summary = write_report(args.out, config, runs)
     print(format_table(summary))
     print(
@@ -334,27 +351,111 @@ def run(args):
     return summary
 
 
+def _fail(message):
+    raise SystemExit(f"graft run: {message}")
+
+
+def _check_args(args):
+    """Every flag checked before any data is loaded or any model trained."""
+    if not 0 < args.fraction <= 1:
+        _fail(f"--fraction ({args.fraction}) must be in (0, 1]; e.g. 0.3.")
+    for flag, value in (
+        ("--duplicates", args.duplicates),
+        ("--label-noise", args.label_noise),
+    ):
+        if not 0 <= value < 1:
+            _fail(f"{flag} ({value}) must be in [0, 1); e.g. 0.3.")
+    if not args.imbalance >= 1:
+        _fail(f"--imbalance ({args.imbalance}) must be >= 1 (1: balanced); e.g. 10.")
+    for flag, value, low, example in (
+        ("--epochs", args.epochs, 1, 8),
+        ("--seeds", args.seeds, 1, 3),
+        ("--batch-size", args.batch_size, 1, 128),
+        ("--refresh-every", args.refresh_every, 1, 1),
+        ("--threads", args.threads, 1, 2),
+        ("--warm-start", args.warm_start, 0, 1),
+        ("--train-size", args.train_size, 1, 5000),
+    ):
+        if value is not None and value < low:
+            _fail(f"{flag} ({value}) must be at least {low}; e.g. {flag} {example}.")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        _fail(f"--lr ({args.lr}) must be a finite number > 0; e.g. --lr 0.001.")
+    if not (math.isfinite(args.eps) and args.eps >= 0):
+        _fail(f"--eps ({args.eps}) must be a finite number >= 0; e.g. --eps 0.1.")
+    names = [s.strip() for s in args.selectors.split(",") if s.strip()]
+    if not names:
+        _fail(
+            f"--selectors ({args.selectors!r}) names no selector; e.g. --selectors "
+            "full,random,infobatch,graft."
+        )
+    for name in names:
+        if name not in SELECTORS:
+            _fail(f"unknown selector {name!r}; use one of {', '.join(SELECTORS)}.")
+    _check_data_dir(args)
+
+
+def _check_data_dir(args):
+    """``--dataset`` / ``--data-dir`` that would train on something else, refused."""
+    from graft._data import _find
+
+    if args.data_dir is None:
+        if args.dataset == "mnist":
+            _fail(
+                "--dataset mnist needs --data-dir: the folder of the MNIST IDX files "
+                "(the default folder holds Fashion-MNIST)."
+            )
+        return
+    folder = Path(args.data_dir)
+    if args.dataset == "digits":
+        _fail(
+            f"--data-dir ({args.data_dir}) has no effect with --dataset digits "
+            "(bundled with scikit-learn); drop it, or pass --dataset fashion-mnist."
+        )
+    if not folder.is_dir():
+        _fail(
+            f"--data-dir ({args.data_dir}) is not a folder; pass the folder of "
+            "the IDX files."
+        )
+    stems = [
+        f"{p}-{kind}-ubyte"
+        for p in ("train", "t10k")
+        for kind in ("images-idx3", "labels-idx1")
+    ]
+    missing = [stem for stem in stems if _find(folder, stem) is None]
+    if missing:
+        _fail(
+            f"--data-dir ({args.data_dir}) lacks {', '.join(missing)} (or .gz); pass "
+            "the folder that holds the four IDX files."
+        )
+
+
+def _prepare_out(out, overwrite):
+    """Create ``--out`` and prove it writable, before any training."""
+    folder = Path(out)
+    report = folder / "report.json"
+    if report.exists() and not overwrite:
+        _fail(
+            f"--out ({out}) already holds a report; pass another --out, or "
+            "--overwrite to replace it."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".graft-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        _fail(
+            f"--out ({out}) is not writable ({exc.strerror}); pass a folder you "
+            "can write to."
+        )
+
+
 def main(argv=None):
     """Entry point of the ``graft`` command."""
     args = _parser().parse_args(argv)
     if args.command == "run":
-        if not 0 < args.fraction <= 1:
-            raise SystemExit(
-                f"graft run: --fraction ({args.fraction}) must be in (0, 1]."
-            )
-        for flag, value in (
-            ("--duplicates", args.duplicates),
-            ("--label-noise", args.label_noise),
-        ):
-            if not 0 <= value < 1:
-                raise SystemExit(
-                    f"graft run: {flag} ({value}) must be in [0, 1); e.g. 0.3."
-                )
-        if not args.imbalance >= 1:
-            raise SystemExit(
-                f"graft run: --imbalance ({args.imbalance}) must be >= 1 (1: "
-                "balanced); e.g. 10."
-            )
+        _check_args(args)
+        _prepare_out(args.out, args.overwrite)
         run(args)
     return 0
 

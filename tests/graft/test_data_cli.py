@@ -143,3 +143,92 @@ def test_cosine_schedule_decays_to_near_zero_over_each_arm():
     assert _epochs(args, "full-short") == 2 and _epochs(args, "random") == 8
     args = _parser().parse_args(["run", "--schedule", "constant", "--lr", "0.01"])
     assert _learning_rate(args, 5, 8) == 0.01
+
+
+def _no_loading(monkeypatch):
+    """Make any data loading or training fail the test."""
+    import graft.cli as cli
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("data was loaded before the flags were checked")
+
+    monkeypatch.setattr(cli, "_load", forbidden)
+    monkeypatch.setattr(cli, "run_one", forbidden)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--seeds", "0"], "--seeds"),
+        (["--selectors", ""], "--selectors"),
+        (["--selectors", " , "], "names no selector"),
+        (["--selectors", "full,grafty"], "unknown selector 'grafty'"),
+        (["--train-size", "0"], "--train-size"),
+        (["--train-size", "-5"], "--train-size"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--refresh-every", "0"], "--refresh-every"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--eps", "-1"], "--eps"),
+        (["--dataset", "mnist"], "--dataset mnist needs --data-dir"),
+        (["--data-dir", "/no/such/folder"], r"--data-dir \(/no/such/folder\) is not"),
+    ],
+)
+def test_graft_run_checks_every_flag_before_loading(
+    tmp_path, monkeypatch, argv, message
+):
+    _no_loading(monkeypatch)
+    with pytest.raises(SystemExit, match=message):
+        main(["run", *argv, "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_graft_run_refuses_a_data_dir_without_the_idx_files(tmp_path, monkeypatch):
+    _no_loading(monkeypatch)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    for dataset in ("auto", "fashion-mnist"):
+        with pytest.raises(SystemExit, match="lacks train-labels-idx1-ubyte"):
+            main(["run", "--dataset", dataset, "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no effect with --dataset digits"):
+        main(["run", "--dataset", "digits", "--data-dir", str(tmp_path)])
+
+
+def test_graft_run_checks_out_before_any_training(tmp_path, monkeypatch):
+    _no_loading(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match=r"--out .* is not writable"):
+        main(["run", "--dataset", "digits", "--out", str(blocker / "sub")])
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "report.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"already holds a report.*--overwrite"):
+        main(["run", "--dataset", "digits", "--out", str(done)])
+    assert (done / "report.json").read_text() == "{}"  # untouched
+
+
+def test_graft_run_keeps_the_finished_runs_on_ctrl_c(tmp_path, monkeypatch, capsys):
+    import graft.cli as cli
+
+    real, calls = cli.run_one, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "run_one", interrupted_second)
+    out = tmp_path / "run"
+    argv = ["run", "--dataset", "digits", "--epochs", "1", "--seeds", "1"]
+    argv += ["--imbalance", "1", "--selectors", "random,full", "--quiet"]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--out", str(out)])
+    assert stop.value.code == 130
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    assert [r["selector"] for r in runs] == ["random"]
+    assert "1 finished run(s)" in capsys.readouterr().err
+    main([*argv, "--out", str(out), "--overwrite"])  # and a rerun replaces it
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    assert [r["selector"] for r in runs] == ["random", "full"]

@@ -420,7 +420,9 @@ def test_prune_model_with_a_callable_selection():
 def test_prune_model_errors():
     model = _small_cnn()
     x = torch.zeros(2, 1, 8, 8, dtype=F64)
-    with pytest.raises(ValueError, match=r"fraction \(0\) must be in \(0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"fraction \(0\) must be a finite number in \(0, 1\]"
+    ):
         prune_model(model, [("0", "4")], x, fraction=0)
     with pytest.raises(TypeError, match="fraction must be a number"):
         prune_model(model, [("0", "4")], x, fraction="half")

@@ -156,7 +156,9 @@ def test_volume_sampling_weights_reduce_the_bias_of_the_mean():
         ({"weighted": True}, "weighted=True and random_share=0.0 need sampling"),
         ({"random_share": 0.5}, "random_share=0.5 need sampling='greedy'"),
         ({"pool": 0.5}, r"pool \(0.5\)"),
-        ({"pool": True}, r"pool \(True\)"),
+        ({"pool": True}, r"pool must be a number in \[1, inf\), got bool True"),
+        ({"pool": float("inf")}, r"pool \(inf\) must be a finite number"),
+        ({"pool": float("nan")}, r"pool \(nan\) must be a finite number"),
     ],
 )
 def test_bad_options_name_the_parameter(options, pattern):

@@ -125,7 +125,9 @@ def test_bad_arguments():
         Graft(_model(), _data(), mode="every")
     with pytest.raises(ValueError, match=r"batch_size \(0\) must be a positive"):
         Graft(_model(), _data(), batch_size=0)
-    with pytest.raises(ValueError, match=r"fraction \(1.5\) must be in \(0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"fraction \(1.5\) must be a finite number in \(0, 1\]"
+    ):
         RandomSelector(1.5)
     with pytest.raises(ValueError, match=r"features \('pixels'\) must be"):
         GraftSelector(0.3, features="pixels")
@@ -233,3 +235,23 @@ def test_warm_start_draws_random_subsets_then_selects(mode):
         assert rounds == [0, 2]
     with pytest.raises(ValueError, match=r"warm_start \(-1\) must be an integer >= 0"):
         Graft(model, data, selector=GraftSelector(0.3), warm_start=-1)
+
+
+def test_numpy_scalars_are_numbers_and_wrong_types_are_type_errors():
+    from graft import InfoBatchSelector, SageSelector
+
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,)))
+    graft = Graft(torch.nn.Linear(4, 2), data, batch_size=np.int64(8), seed=np.uint8(3))
+    assert graft.batch_size == 8 and type(graft.batch_size) is int
+    assert GraftSelector(
+        np.float32(0.3), eps=np.float64(0.1)
+    ).fraction == pytest.approx(0.3)
+    assert InfoBatchSelector(np.int32(8), prune_ratio=np.float32(0.5)).epochs == 8
+    assert SageSelector(np.float16(0.5), sketch_size=np.int16(16)).fraction == 0.5
+    for bad in ("8", 8.0, None, True):
+        with pytest.raises(TypeError, match="batch_size must be a positive integer"):
+            Graft(torch.nn.Linear(4, 2), data, batch_size=bad)
+    with pytest.raises(TypeError, match="fraction must be a number"):
+        RandomSelector("0.3")
+    with pytest.raises(ValueError, match=r"eps \(nan\) must be a finite number"):
+        GraftSelector(0.3, eps=float("nan"))
