@@ -594,6 +594,117 @@ def _check_pairs(model, pairs):
     return out
 
 
+# Modules and functions that act on each channel alone: a pruned channel of
+# the layer can pass through them on its way to next_layer.
+_PER_CHANNEL_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardswish,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+)
+_PER_CHANNEL_CALLS = {
+    "relu", "relu_", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu",
+    "dropout", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "adaptive_max_pool2d", "flatten", "contiguous",
+}  # fmt: skip
+
+
+def _check_data_flow(model, names):
+    """Each pair's layer feeds its next_layer through per-channel steps only.
+
+    Traced with ``torch.fx``; returns False (nothing checked) for a model
+    it cannot trace, whose pruned copy is then only checked by running it.
+    Raises ValueError, naming the layer, for a branch (a residual
+    connection), a step that mixes channels, a BatchNorm on the way that is
+    not in the pair, or a next_layer the layer does not reach.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # dynamic control flow: checked by running instead
+        return False
+    calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
+    for layer, next_name, bn in names:
+        if layer not in calls:
+            raise ValueError(f"pairs layer {layer!r} is never called in forward.")
+        node, seen_bn = calls[layer], False
+        while True:
+            users = list(node.users)
+            where = f"the output of {layer!r}" + (
+                "" if node is calls[layer] else f" (after {node.name})"
+            )
+            if len(users) != 1:
+                consumers = ", ".join(u.name for u in users) or "the model's output"
+                raise ValueError(
+                    f"{where} feeds {len(users)} consumers ({consumers}): a branch "
+                    f"or residual connection; prune_model prunes plain chains, so "
+                    f"leave the pair ({layer!r}, {next_name!r}) out."
+                )
+            node = users[0]
+            if node.op == "call_module" and node.target == next_name:
+                break
+            if node.op == "call_module":
+                module = model.get_submodule(node.target)
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    if node.target != bn:
+                        raise ValueError(
+                            f"BatchNorm {node.target!r} sits between {layer!r} and "
+                            f"{next_name!r} but is not in the pair; pass "
+                            f"({layer!r}, {next_name!r}, {node.target!r})."
+                        )
+                    seen_bn = True
+                    continue
+                if isinstance(module, _PER_CHANNEL_MODULES):
+                    continue
+            elif node.op in ("call_function", "call_method"):
+                name = getattr(node.target, "__name__", str(node.target))
+                if name in _PER_CHANNEL_CALLS:
+                    continue
+            raise ValueError(
+                f"{where} reaches {next_name!r} only through {node.name} "
+                f"({node.op} {getattr(node.target, '__name__', node.target)}), "
+                "which mixes channels or is not a layer prune_model can fold "
+                "through; pass pairs whose layer feeds next_layer directly (through "
+                "activations, dropout, pooling, flatten and the pair's BatchNorm)."
+            )
+        if bn is not None and not seen_bn:
+            raise ValueError(
+                f"pairs batchnorm {bn!r} is not between {layer!r} and {next_name!r}; "
+                "pass the BatchNorm that normalises the layer's output."
+            )
+    return True
+
+
+def _check_runs(model, original, data, name):
+    """The pruned model runs on a few inputs; else ValueError naming the pair."""
+    x = next(_batches(data, 8))[:8]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:  # any failure, reported with the pair
+        raise ValueError(
+            f"after pruning {name!r} the model fails at forward ({type(exc).__name__}: "
+            f"{exc}); the pair does not match the model's data flow. The model "
+            "passed in is unchanged."
+        ) from exc
+    finally:
+        model.train(training)
+
+
 def _n_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -675,6 +786,7 @@ def prune_model(
             f"select must be 'maxvol', 'magnitude' or a callable, got "
             f"{type(select).__name__}."
         )
+    _check_data_flow(model, names)
     pruned = copy.deepcopy(model)
     report = {"pairs": [], "parameters_before": _n_parameters(model)}
     for layer_name, next_name, bn_name in names:
@@ -698,6 +810,7 @@ def prune_model(
         _replace(pruned, next_name, result.next_layer)
         if bn_name:
             _replace(pruned, bn_name, result.batchnorm)
+        _check_runs(pruned, model, data, layer_name)
         report["pairs"].append(
             {
                 "layer": layer_name,

@@ -573,3 +573,73 @@ def test_streaming_factor_over_many_row_blocks_matches_one_block(monkeypatch):
     J = blocks.channels.numpy()
     T = np.linalg.lstsq(A[:, J], A, rcond=None)[0]
     np.testing.assert_allclose(blocks.coefficients.numpy(), T, atol=1e-10)
+
+
+# -- pairs checked against the data flow ----------------------------------------------
+
+
+class _Residual(nn.Module):
+    """conv1 feeds conv2 and the skip connection."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 8 * 8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        return self.head(torch.flatten(self.conv2(h) + h, 1))
+
+
+class _Dynamic(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if float(h.sum()) > -1e9:
+            h = h + torch.relu(self.b(h))  # b's input is also added to its output
+        return self.c(h)
+
+
+def test_prune_model_refuses_pairs_that_do_not_match_the_data_flow():
+    model = _small_cnn()
+    x = torch.randn(16, 1, 8, 8, dtype=F64)
+    with pytest.raises(
+        ValueError, match=r"BatchNorm '1' sits between '0' and '4'.*\('0', '4', '1'\)"
+    ):
+        prune_model(model, [("0", "4")], x, fraction=0.5)
+    with pytest.raises(ValueError, match=r"reaches '8' only through"):
+        prune_model(model, [("0", "8", "1")], x, fraction=0.5)  # conv 4 in between
+    with pytest.raises(ValueError, match=r"batchnorm '1' is not between '4' and '8'"):
+        prune_model(model, [("4", "8", "1")], x, fraction=0.5)
+    pruned, _ = prune_model(model, [("0", "4", "1"), ("4", "8")], x, fraction=0.5)
+    assert pruned(x).shape == (16, 3)  # the right pairs still work
+
+
+def test_prune_model_refuses_a_residual_branch():
+    _seed(0)
+    model = _Residual().double()
+    x = torch.randn(8, 1, 8, 8, dtype=F64)
+    with pytest.raises(
+        ValueError, match=r"output of 'conv1'.*feeds 2 consumers.*residual"
+    ):
+        prune_model(model, [("conv1", "conv2")], x, fraction=0.5)
+
+
+def test_prune_model_checks_an_untraceable_model_by_running_it():
+    _seed(0)
+    model = _Dynamic().double()
+    x = torch.randn(8, 4, dtype=F64)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(
+        ValueError, match=r"after pruning 'a' the model fails at forward"
+    ):
+        prune_model(model, [("a", "b")], x, fraction=0.5)
+    assert all(
+        torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True)
+    )
