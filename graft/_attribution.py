@@ -14,11 +14,19 @@ products and, through them, the curvature in the compressed space.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
-from graft._compress import FactGraSS, _check_dim, hookable_layers
+from graft._compress import (
+    _GRADIENT_FIX,
+    FactGraSS,
+    _check_dim,
+    _check_finite,
+    _NonFiniteError,
+    hookable_layers,
+)
 
 __all__ = ["attribute"]
 
@@ -56,25 +64,40 @@ def _batches(data, batch_size, name):
 
 
 def _compressed(compressor, data, batch_size, loss_fn, device, name):
-    rows = []
+    """The compressed gradients of ``data``; NaN or inf raises, naming the samples."""
+    rows, start = [], 0
     for inputs, targets in _batches(data, batch_size, name):
         if device is not None:
             inputs, targets = inputs.to(device), targets.to(device)
-        rows.append(compressor.per_sample_gradients(inputs, targets, loss_fn))
+        try:
+            Z = compressor.per_sample_gradients(inputs, targets, loss_fn)
+            _check_finite(Z, "the compressed per-sample gradients", _GRADIENT_FIX)
+        except _NonFiniteError as err:
+            raise err.within(name, start) from None
+        rows.append(Z)
+        start += len(inputs)
     return torch.cat(rows)
 
 
+_DAMPING = "damping must be None (inner products), 'auto' or a finite number > 0"
+
+
 def _check_damping(damping):
-    if damping is None or damping == "auto":
-        return damping
-    if (
-        isinstance(damping, bool)
-        or not isinstance(damping, numbers.Real)
-        or not damping > 0
-    ):
+    if damping is None:
+        return None
+    if isinstance(damping, str):
+        if damping == "auto":
+            return damping
+        raise ValueError(f"{_DAMPING}, got {damping!r}; e.g. damping='auto'.")
+    if isinstance(damping, bool) or not isinstance(damping, numbers.Real):
+        raise TypeError(
+            f"{_DAMPING}, got {type(damping).__name__} ({damping!r}); e.g. "
+            "damping=1e-3, or damping=float(value) for a 0-d array."
+        )
+    if not (math.isfinite(damping) and damping > 0):
         raise ValueError(
-            f"damping ({damping!r}) must be None (inner products), 'auto' or a "
-            "number > 0; e.g. damping=1e-3."
+            f"{_DAMPING}, got {damping!r}; e.g. damping=1e-3 or damping='auto' "
+            "(damping=None for plain inner products)."
         )
     return float(damping)
 
@@ -91,17 +114,76 @@ def _default_compressor(model):
     return FactGraSS(model, proj_dim=max(1, min(1024, entries)), seed=0)
 
 
+def _peak(Z):
+    return float(Z.abs().max())
+
+
+def _fisher(A):
+    """``A^T A / n`` (float64), or a ValueError when it overflows."""
+    F = A.T @ A / A.shape[0]
+    if not bool(torch.isfinite(F).all()):
+        raise ValueError(
+            "the curvature G^T G / n of the compressed training gradients "
+            f"(max |z| = {_peak(A):.3g}) overflows float64, so no damping can be "
+            "applied; scale the loss down until the gradients are of moderate size."
+        )
+    return F
+
+
+def _auto_damping(F):
+    """A tenth of the mean eigenvalue of ``F``, the documented ``"auto"``.
+
+    ``F + lambda I`` then has condition number at most ``10 k + 1``, so its
+    Cholesky factorisation succeeds for any nonzero PSD ``F``.
+    """
+    lam = 0.1 * float(torch.trace(F)) / F.shape[0]
+    if lam > 0:
+        return lam
+    raise ValueError(
+        "damping='auto' takes a tenth of the mean eigenvalue of G^T G / n, but "
+        "the compressed training gradients are all zero (every training sample "
+        "has a zero loss gradient in the compressed layers), so every score is 0; "
+        "pass damping=None for inner products, or check that the model and "
+        "loss_fn give the training samples a gradient."
+    )
+
+
+def _cholesky(F, damping):
+    """Cholesky factor of ``F + damping I``, or a ValueError naming damping."""
+    eye = torch.eye(F.shape[0], dtype=F.dtype, device=F.device)
+    L, info = torch.linalg.cholesky_ex(F + damping * eye)
+    if int(info) == 0:
+        return L
+    raise ValueError(
+        f"damping ({damping:.3g}) is too small for the curvature G^T G / n of the "
+        f"compressed training gradients (largest diagonal entry "
+        f"{float(F.diagonal().max()):.3g}): G^T G / n + damping I is not positive "
+        "definite in float64; pass a larger damping, e.g. damping='auto' (here "
+        f"{_auto_damping(F):.3g}, a tenth of the mean eigenvalue)."
+    )
+
+
 def _influence(Z_test, Z_train, damping):
     """``Z_test (Z^T Z / n + lambda I)^{-1} Z_train^T`` in float64."""
     A, B = Z_train.double(), Z_test.double()
-    F = A.T @ A / A.shape[0]
+    F = _fisher(A)
     if damping == "auto":
-        # A tenth of the mean eigenvalue: scale-free, and well conditioned.
-        damping = 0.1 * float(torch.trace(F)) / F.shape[0]
-        damping = damping if damping > 0 else 1.0
-    F = F + damping * torch.eye(F.shape[0], dtype=F.dtype, device=F.device)
-    L = torch.linalg.cholesky(F)
-    return B @ torch.cholesky_solve(A.T, L)
+        damping = _auto_damping(F)
+    return B @ torch.cholesky_solve(A.T, _cholesky(F, damping))
+
+
+def _check_scores(S, Z_train, Z_test):
+    """The scores, or a ValueError when their products overflowed."""
+    bad = int(torch.isfinite(S).logical_not().sum())
+    if bad == 0:
+        return S
+    peak = max(_peak(Z_train), _peak(Z_test))
+    raise ValueError(
+        f"{bad} of the {S.shape[0]} x {S.shape[1]} scores are NaN or inf: the "
+        f"compressed gradients reach max |z| = {peak:.3g}, and their products "
+        f"overflow {str(S.dtype).removeprefix('torch.')}; scale the loss down, or "
+        "compute in float64 (model.double() and float64 inputs)."
+    )
 
 
 def attribute(
@@ -136,7 +218,8 @@ def attribute(
         None: inner products ``<g_test, g_train>`` (TracIn). A number
         ``lambda``: ``g_test^T (G^T G / n + lambda I)^{-1} g_train`` with the
         compressed training gradients ``G``; ``"auto"`` takes ``lambda`` as a
-        tenth of the mean eigenvalue of ``G^T G / n``.
+        tenth of the mean eigenvalue of ``G^T G / n`` (well conditioned also
+        when ``G`` is rank deficient; a ValueError when ``G`` is all zero).
     batch_size : int, default=128
         Samples compressed at a time.
     device : str, torch.device or None
@@ -147,6 +230,13 @@ def attribute(
     scores : Tensor of shape (n_test, n_train)
         Positive: the training sample helps the test sample (training on it
         lowers the test loss); negative: it hurts.
+
+    Raises
+    ------
+    ValueError
+        If inputs, targets, losses or (compressed) gradients hold NaN or inf,
+        naming the samples (and, for FactGraSS, the layers), or if the scores
+        overflow: they are never returned as NaN.
 
     Examples
     --------
@@ -184,5 +274,7 @@ def attribute(
     finally:
         model.train(was_training)
     if damping is None:
-        return Z_test @ Z_train.T
-    return _influence(Z_test, Z_train, damping).to(Z_train.dtype)
+        S = Z_test @ Z_train.T
+    else:
+        S = _influence(Z_test, Z_train, damping).to(Z_train.dtype)
+    return _check_scores(S, Z_train, Z_test)

@@ -32,6 +32,7 @@ share of the output are kept exactly instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -198,6 +199,85 @@ class GaussianProjection:
         return X @ self._device.get("R", X, lambda: torch.as_tensor(self.matrix))
 
 
+# -- NaN and inf -------------------------------------------------------------------
+
+_DATA_FIX = "impute those values or drop those samples"
+_GRADIENT_FIX = "check the loss for NaN, lower the learning rate, or drop those samples"
+_LOSS_FIX = (
+    "check loss_fn for NaN (e.g. a log of 0 or a division by 0), lower the "
+    "learning rate, or drop those samples"
+)
+
+
+def _preview(rows, limit=10):
+    """``rows`` as a list, cut after ``limit`` entries."""
+    head = ", ".join(repr(r) for r in rows[:limit])
+    return f"[{head}{', ...' if len(rows) > limit else ''}]"
+
+
+class _NonFiniteError(ValueError):
+    """NaN or inf in per-sample values: ``what`` for samples ``rows`` of a batch.
+
+    The batch is ``source[start:start + n]`` and ``rows`` index ``source``,
+    so :meth:`within` can place the ``inputs`` of a call in a larger data set.
+    """
+
+    def __init__(self, what, rows, start, n, fix, source="inputs"):
+        self.what, self.rows, self.start, self.n = what, list(rows), start, n
+        self.fix, self.source = fix, source
+        super().__init__(
+            f"{what} hold NaN or inf for {len(self.rows)} of the {n} samples of "
+            f"{source}[{start}:{start + n}] (indices {_preview(self.rows)}); {fix}."
+        )
+
+    def __reduce__(self):
+        fields = (self.what, self.rows, self.start, self.n, self.fix, self.source)
+        return type(self), fields
+
+    def within(self, source, offset):
+        """The same error, ``inputs`` being ``source[offset:]``."""
+        rows = [r + offset for r in self.rows]
+        start = self.start + offset
+        return _NonFiniteError(self.what, rows, start, self.n, self.fix, source)
+
+
+def _check_rows(ok, what, fix, start=0):
+    """Raise :class:`_NonFiniteError` for the samples whose entry of ``ok`` is False.
+
+    ``fix`` is a string or a callable returning one, called on failure only.
+    One host sync when every sample is fine.
+    """
+    if bool(ok.all()):
+        return
+    rows = (ok.logical_not().nonzero().flatten() + start).tolist()
+    fix = fix() if callable(fix) else fix
+    raise _NonFiniteError(what, rows, start, ok.shape[0], fix)
+
+
+def _finite_rows(X):
+    """``(n,)`` bools: row ``i`` of ``X`` (n, ...) holds no NaN or inf."""
+    return torch.isfinite(X.reshape(X.shape[0], -1)).all(1)
+
+
+def _check_finite(X, what, fix, start=0):
+    _check_rows(_finite_rows(X), what, fix, start)
+
+
+def _diverged_fix(model, fix):
+    """``fix``, unless the model's parameters hold NaN or inf: then say so."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if not bad:
+        return fix
+    return (
+        f"the model's parameters {_preview(bad, 3)} hold NaN or inf, so its "
+        "training diverged: lower the learning rate and restart from a checkpoint "
+        "taken before the divergence"
+    )
+
+
+# -- GraSS -------------------------------------------------------------------------
+
+
 def _per_sample_losses(loss_fn, outputs, targets):
     """``loss_fn`` on a batch as one loss per sample, shape (n,)."""
     losses = loss_fn(outputs, targets)
@@ -227,6 +307,9 @@ def _check_inputs(inputs, targets):
             f"inputs ({inputs.shape[0]} samples) and targets ({targets.shape[0]}) "
             "must hold the same, positive number of samples."
         )
+    for name, X in (("inputs", inputs), ("targets", targets)):
+        if X.is_floating_point() or X.is_complex():
+            _check_finite(X, f"the {name}", _DATA_FIX)
 
 
 class GraSS:
@@ -319,6 +402,12 @@ class GraSS:
         -------
         Tensor of shape (n, proj_dim)
             The model's ``.grad`` fields are untouched.
+
+        Raises
+        ------
+        ValueError
+            If the inputs, targets or per-sample gradients hold NaN or inf,
+            naming the samples.
         """
         from graft._features import per_sample_gradients
 
@@ -328,12 +417,14 @@ class GraSS:
         def scalar_loss(out, y):
             return _per_sample_losses(loss_fn, out, y).sum()
 
+        fix = functools.partial(_diverged_fix, self.model, _GRADIENT_FIX)
         out = []
         for start in range(0, inputs.shape[0], self.chunk_size):
             stop = start + self.chunk_size
             G = per_sample_gradients(
                 self.model, inputs[start:stop], targets[start:stop], scalar_loss
             )
+            _check_finite(G, "the per-sample gradients", fix, start)
             out.append(self.projection(self.mask(G)))
         return torch.cat(out)
 
@@ -739,6 +830,13 @@ class FactGraSS:
         Tensor of shape (n, proj_dim)
             The model's ``.grad`` fields are untouched and the hooks are
             removed, also when the forward pass raises.
+
+        Raises
+        ------
+        ValueError
+            If the inputs, targets, per-sample losses or the per-sample
+            gradients of a layer hold NaN or inf, naming the samples (and
+            layers).
         """
         _check_inputs(inputs, targets)
         loss_fn = loss_fn or _cross_entropy
@@ -755,6 +853,8 @@ class FactGraSS:
         finally:
             for handle in handles:
                 handle.remove()
+        fix = functools.partial(_diverged_fix, self.model, _LOSS_FIX)
+        _check_finite(losses.detach(), "the per-sample losses", fix)
         return self._combine(calls, total, losses.shape[0])
 
     @staticmethod
@@ -781,7 +881,7 @@ class FactGraSS:
                         "layers=[...], or use GraSS."
                     )
         grads = iter(torch.autograd.grad(total, outputs, allow_unused=True))
-        whole, shared = [], 0
+        whole, shared, finite = [], 0, []
         for name in self.layers:
             comp = self._compressors[name]
             if not calls[name]:
@@ -797,10 +897,25 @@ class FactGraSS:
                 g = next(grads)
                 if g is not None:
                     z = z + comp.combine(comp.outputs(g.detach()), a)
+            finite.append(_finite_rows(z))
             if comp.final is None:
                 whole.append(z)
             else:
                 shared = shared + z
+        self._check_layers(torch.stack(finite))
         if torch.is_tensor(shared):
             whole.append(shared)
         return torch.cat(whole, dim=1).detach()
+
+    def _check_layers(self, finite):
+        """Name the layers whose per-sample gradients (``finite`` False) hold NaN."""
+        if bool(finite.all()):
+            return
+        bad = [
+            name
+            for name, ok in zip(self.layers, finite.all(1).tolist(), strict=True)
+            if not ok
+        ]
+        what = f"layer {bad[0]!r}" if len(bad) == 1 else f"layers {_preview(bad, 5)}"
+        fix = functools.partial(_diverged_fix, self.model, _GRADIENT_FIX)
+        _check_rows(finite.all(0), f"the per-sample gradients of {what}", fix)
