@@ -59,8 +59,15 @@ def _batches(data, batch_size, name):
     if len(data) == 0:
         raise ValueError(f"{name} is empty; pass a dataset with samples.")
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-    for inputs, targets in loader:
-        yield inputs, targets
+    for batch in loader:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError(
+                f"{name} must be a dataset of (input, target) pairs, but its rows "
+                f"load as {type(batch).__name__}"
+                f"{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}; "
+                "pass e.g. TensorDataset(inputs, targets)."
+            )
+        yield batch[0], batch[1]
 
 
 def _compressed(compressor, data, batch_size, loss_fn, device, name):

@@ -11,7 +11,18 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["check_count", "check_number"]
+import numpy as np
+
+__all__ = ["check_count", "check_flag", "check_number"]
+
+
+def check_flag(name, value):
+    """``value`` as a bool; strings, None and numbers are refused (TypeError)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be True or False, got {type(value).__name__} {value!r}."
+        )
+    return bool(value)
 
 
 def check_count(name, value, low=1, *, example=None):

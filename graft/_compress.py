@@ -296,6 +296,40 @@ def _cross_entropy(outputs, targets):
     return nn.functional.cross_entropy(outputs, targets, reduction="none")
 
 
+def _check_model_inputs(model, inputs, targets, loss_fn):
+    """The inputs' dtype is the model's; default-loss targets are class indices.
+
+    One forward pass of one sample gives the number of classes; a custom
+    ``loss_fn`` decides its own targets.
+    """
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if (
+        weight is not None
+        and inputs.is_floating_point()
+        and inputs.dtype != weight.dtype
+    ):
+        raise TypeError(
+            f"inputs are {inputs.dtype} but the model's parameters are "
+            f"{weight.dtype}; pass inputs.to({weight.dtype})."
+        )
+    if loss_fn is not None:
+        return
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise TypeError(
+            f"targets are {targets.dtype}; the default loss (cross-entropy) needs "
+            "class indices (int64): pass targets.long(), or a loss_fn for other "
+            "targets."
+        )
+    with torch.no_grad():
+        n_classes = model(inputs[:1]).shape[-1]
+    low, high = int(targets.min()), int(targets.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"targets hold class indices in [{low}, {high}] but the model has "
+            f"{n_classes} outputs; pass labels in [0, {n_classes - 1}]."
+        )
+
+
 def _check_inputs(inputs, targets):
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
         raise TypeError(
@@ -412,6 +446,7 @@ class GraSS:
         from graft._features import per_sample_gradients
 
         _check_inputs(inputs, targets)
+        _check_model_inputs(self.model, inputs, targets, loss_fn)
         loss_fn = loss_fn or _cross_entropy
 
         def scalar_loss(out, y):
@@ -839,6 +874,7 @@ class FactGraSS:
             layers).
         """
         _check_inputs(inputs, targets)
+        _check_model_inputs(self.model, inputs, targets, loss_fn)
         loss_fn = loss_fn or _cross_entropy
         calls = {name: [] for name in self.layers}
         modules = dict(self.model.named_modules())

@@ -173,6 +173,13 @@ def _load_pair(images, labels):
             "use the images and labels files of the same set, or download or copy "
             "them again."
         )
+    if len(y) == 0:
+        raise ValueError(f"{labels} holds no samples: download or copy it again.")
+    if y.min() < 0:
+        raise ValueError(
+            f"{labels} holds negative labels (min {int(y.min())}); class labels "
+            "are 0, 1, ...: download or copy it again."
+        )
     return X, y.astype(np.int64)
 
 
@@ -281,7 +288,8 @@ def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
         keep = []
         for c in range(n_classes):
             rows = np.flatnonzero(y == c)
-            n_keep = max(1, round(len(rows) * imbalance ** (-c / (n_classes - 1))))
+            share = imbalance ** (-c / (n_classes - 1))
+            n_keep = min(len(rows), max(1, round(len(rows) * share)))
             keep.append(rng.choice(rows, n_keep, replace=False))
         keep = np.sort(np.concatenate(keep))
         X, y = X[keep], y[keep]
@@ -346,11 +354,22 @@ def load_dataset(
     import torch
     from torch.utils.data import TensorDataset
 
+    from graft._checks import check_count
+
+    if train_size is not None:
+        train_size = check_count("train_size", train_size, example=5000)
+    if name == "mnist" and data_dir is None:
+        raise ValueError(
+            "dataset 'mnist' needs data_dir, the folder of the MNIST IDX files (the "
+            "default folder holds Fashion-MNIST)."
+        )
     if name == "auto":
         try:
             _idx_paths(data_dir, "test")
             name = "fashion-mnist"
         except FileNotFoundError:
+            if data_dir is not None:  # a folder named and wrong: say so
+                raise
             name = "digits"
     if name == "digits":
         X_tr, X_te, y_tr, y_te = load_digits_split(random_state=seed)

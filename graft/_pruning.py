@@ -576,20 +576,43 @@ def collect_activations(
 
 
 def _check_pairs(model, pairs):
-    """``(layer, next_layer, batchnorm or None)`` names, all resolved upfront."""
+    """``(layer, next_layer, batchnorm or None)`` names, all resolved upfront.
+
+    The layers' kinds are checked too (:func:`_check_pair`), before anything
+    is traced or pruned.
+    """
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
+        raise TypeError(
+            f"pairs must be a list of (layer, next_layer[, batchnorm]) name tuples, "
+            f"got {type(pairs).__name__}; e.g. pairs=[('0', '3')]."
+        )
     out = []
     for pair in pairs:
-        if isinstance(pair, str) or not 2 <= len(pair) <= 3:
+        if (
+            isinstance(pair, str)
+            or not isinstance(pair, Sequence)
+            or not 2 <= len(pair) <= 3
+        ):
             raise ValueError(
                 f"pairs must hold (layer, next_layer[, batchnorm]) name tuples, got "
                 f"{pair!r}."
             )
         names = (*pair, None) if len(pair) == 2 else tuple(pair)
+        for label, name in zip(("layer", "next_layer"), names[:2], strict=True):
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"pairs {label} must be a module name (str), got {name!r} in "
+                    f"{pair!r}; e.g. ('0', '3') for model[0] -> model[3]."
+                )
         for label, name in zip(
             ("layer", "next_layer", "batchnorm"), names, strict=True
         ):
             if name is not None:
                 _resolve(model, name, f"pairs {label}")
+        try:
+            _check_pair(model.get_submodule(names[0]), model.get_submodule(names[1]))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"pairs {pair!r}: {exc}") from None
         out.append(names)
     return out
 
@@ -625,16 +648,22 @@ _PER_CHANNEL_CALLS = {
 def _check_data_flow(model, names):
     """Each pair's layer feeds its next_layer through per-channel steps only.
 
-    Traced with ``torch.fx``; returns False (nothing checked) for a model
-    it cannot trace, whose pruned copy is then only checked by running it.
-    Raises ValueError, naming the layer, for a branch (a residual
-    connection), a step that mixes channels, a BatchNorm on the way that is
-    not in the pair, or a next_layer the layer does not reach.
+    Traced with ``torch.fx``; a model it cannot trace is refused, since
+    nothing else can tell a channel-mixing step (a permutation, a sum over
+    channels) in its forward from an activation. Raises ValueError, naming
+    the layer, for a branch (a residual connection), a step that mixes
+    channels, a BatchNorm on the way that is not in the pair, or a
+    next_layer the layer does not reach.
     """
     try:
         graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # dynamic control flow: checked by running instead
-        return False
+    except Exception as exc:  # data-dependent control flow, mostly
+        raise ValueError(
+            f"prune_model checks its pairs against the model's data flow, but "
+            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: "
+            f"{exc}); prune a pair you have checked yourself with prune_channels, "
+            "or make forward traceable (no Python control flow on tensor values)."
+        ) from exc
     calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
     for layer, next_name, bn in names:
         if layer not in calls:
@@ -684,22 +713,38 @@ def _check_data_flow(model, names):
                 f"pairs batchnorm {bn!r} is not between {layer!r} and {next_name!r}; "
                 "pass the BatchNorm that normalises the layer's output."
             )
-    return True
 
 
-def _check_runs(model, original, data, name):
-    """The pruned model runs on a few inputs; else ValueError naming the pair."""
+def _check_runs(model, data, name=None):
+    """``model`` runs on a few inputs of ``data``; else a ValueError.
+
+    ``name`` None: the model before pruning (the data does not fit it);
+    else the pruned copy after the pair of layer ``name``.
+    """
     x = next(_batches(data, 8))[:8]
+    weight = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if name is None and weight is not None and x.is_floating_point():
+        if x.dtype != weight.dtype:
+            raise TypeError(
+                f"data is {x.dtype} but the model's parameters are {weight.dtype}; "
+                f"pass data.to({weight.dtype})."
+            )
     training = model.training
     model.eval()
     try:
         with torch.no_grad():
             model(x)
     except Exception as exc:  # any failure, reported with the pair
+        failure = f"{type(exc).__name__}: {exc}"
+        if name is None:
+            raise ValueError(
+                f"model fails at forward on data ({failure}); pass inputs the model "
+                "accepts (its dtype, device and input shape)."
+            ) from exc
         raise ValueError(
-            f"after pruning {name!r} the model fails at forward ({type(exc).__name__}: "
-            f"{exc}); the pair does not match the model's data flow. The model "
-            "passed in is unchanged."
+            f"after pruning {name!r} the model fails at forward ({failure}); the "
+            "pair does not match the model's data flow. The model passed in is "
+            "unchanged."
         ) from exc
     finally:
         model.train(training)
@@ -787,6 +832,7 @@ def prune_model(
             f"{type(select).__name__}."
         )
     _check_data_flow(model, names)
+    _check_runs(model, data)
     pruned = copy.deepcopy(model)
     report = {"pairs": [], "parameters_before": _n_parameters(model)}
     for layer_name, next_name, bn_name in names:
@@ -810,7 +856,7 @@ def prune_model(
         _replace(pruned, next_name, result.next_layer)
         if bn_name:
             _replace(pruned, bn_name, result.batchnorm)
-        _check_runs(pruned, model, data, layer_name)
+        _check_runs(pruned, data, layer_name)
         report["pairs"].append(
             {
                 "layer": layer_name,

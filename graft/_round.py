@@ -246,10 +246,11 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     """
     m = len(H)
     u = torch.rand(m, generator=generator, dtype=torch.float64).numpy()
-    Hc = H - H.mean(axis=0, dtype=np.float64).astype(H.dtype)
+    mean = H.mean(axis=0, dtype=np.float64)
     # Principal directions from the d x d Gram matrix of the centred rows
-    # (d << m), not an SVD of them.
-    lam, V = np.linalg.eigh((Hc.T @ Hc).astype(np.float64))
+    # (d << m), not an SVD of them; centred as H^T H - m mu mu^T, no copy of H.
+    gram = (H.T @ H).astype(np.float64) - m * np.outer(mean, mean)
+    lam, V = np.linalg.eigh(gram)
     lam, V = np.clip(lam[::-1], 0, None), V[:, ::-1]
     total = float(lam.sum())
     if total <= 0:
@@ -261,9 +262,9 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     floor = 100 * float(np.finfo(H.dtype).eps) * lam[0]
     rank = max(1, min(rank, k, int((lam > floor).sum())))
     P = (V[:, :rank] / np.sqrt(lam[:rank])).astype(H.dtype)
-    Z = Hc @ P  # U of the thin SVD of the centred rows
-    core = fast_maxvol(Z).indices if maxvol_rows else np.zeros(0, dtype=np.int64)
+    Z = H @ P - (mean @ P).astype(H.dtype)  # U of the thin SVD of the centred rows
     lev = np.einsum("ij,ij->i", Z, Z)
+    core = fast_maxvol(Z).indices if maxvol_rows else np.zeros(0, dtype=np.int64)
     q = mix * lev / lev.sum() + (1 - mix) / m
     q[core] = 0
     rest = k - len(core)
@@ -272,7 +273,8 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     with np.errstate(divide="ignore"):
         keys = np.log(q) - np.log(-np.log(np.clip(u, 1e-300, None)))
     keys[core] = np.inf
-    order = np.argsort(-keys, kind="stable")[:k]
+    top = np.argpartition(-keys, k - 1)[:k] if k < m else np.arange(m)
+    order = top[np.argsort(-keys[top], kind="stable")]
     return (
         torch.as_tensor(order),
         torch.as_tensor(np.maximum(pi[order], 1e-12)),

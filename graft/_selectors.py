@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from graft._checks import check_count, check_number
+from graft._checks import check_count, check_flag, check_number
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
@@ -210,8 +210,8 @@ default="embedding"
         self.features = features
         self.coordinates = coordinates
         self.typicality = check_number("typicality", typicality, low=0, example=1.0)
-        self.weighted = bool(weighted)
-        self.stratify = bool(stratify)
+        self.weighted = check_flag("weighted", weighted)
+        self.stratify = check_flag("stratify", stratify)
         self.random_share = check_number(
             "random_share", random_share, low=0, high=1, example=0.5
         )

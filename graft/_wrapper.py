@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
-from graft._checks import check_count
+from graft._checks import check_count, check_flag
 from graft._features import find_final_linear
 from graft._format import (
     BatchFormat,
@@ -182,7 +182,10 @@ class _Capture:
 def _add_note(exc, note):
     """PEP 678 note on ``exc`` (kept as ``__notes__`` before Python 3.11)."""
     if hasattr(exc, "add_note"):
-        exc.add_note(note)
+        try:
+            exc.add_note(note)
+        except TypeError:  # __notes__ is not a list: keep the error as it is
+            pass
     else:  # pragma: no cover - Python 3.10
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
@@ -377,8 +380,7 @@ class Graft:
             raise TypeError(
                 f"collate_fn must be callable, got {type(collate_fn).__name__}."
             )
-        if not isinstance(drop_last, bool):
-            raise TypeError(f"drop_last must be True or False, got {drop_last!r}.")
+        drop_last = check_flag("drop_last", drop_last)
         _check_model_type(model)
         _check_selector(selector)
         if mode == "online" and not callable(getattr(selector, "select", None)):
@@ -394,7 +396,7 @@ class Graft:
         self.device = _check_device(device)
         self.format = BatchFormat(inputs, targets, outputs)
         self.drop_last = drop_last
-        self.progress = progress
+        self.progress = check_flag("progress", progress)
         self.rank, self.world_size = _resolve_ranks(rank, world_size)
         self._load_options = {"collate_fn": collate_fn, "num_workers": num_workers}
         self.batch_sampler = GraftBatchSampler(self)
@@ -1001,9 +1003,8 @@ def _resolve_ranks(rank, world_size):
         world_size = dist.get_world_size() if ready else 1
     if rank is None:
         rank = dist.get_rank() if ready else 0
-    for name, value in (("rank", rank), ("world_size", world_size)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
+    rank = check_count("rank", rank, 0)
+    world_size = check_count("world_size", world_size, 1)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"rank ({rank}) and world_size ({world_size}) must satisfy "

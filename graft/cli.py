@@ -391,6 +391,13 @@ def _check_args(args):
     for name in names:
         if name not in SELECTORS:
             _fail(f"unknown selector {name!r}; use one of {', '.join(SELECTORS)}.")
+        if name == "infobatch" and args.mode == "online":
+            _fail(
+                "infobatch selects in rounds from the training losses and has no "
+                "per-batch selection; drop it from --selectors or use --mode refresh."
+            )
+    if not str(args.out).strip():
+        _fail("--out is empty; pass the folder for the report, e.g. --out runs/a.")
     _check_data_dir(args)
 
 

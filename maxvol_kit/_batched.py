@@ -23,7 +23,7 @@ import array_api_compat
 import numpy as np
 
 from maxvol_kit._maxvol import MaxVolResult, in_caller_units
-from maxvol_kit._validation import check_int, check_stack, check_tol
+from maxvol_kit._validation import check_flag, check_int, check_stack, check_tol
 
 __all__ = ["maxvol_batched"]
 
@@ -71,6 +71,7 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     """
     A, backend, e = check_stack(A)
     tol = check_tol(tol)
+    refine = check_flag(refine, name="refine")
     max_iter = (
         100 * A.shape[2]
         if max_iter is None

@@ -310,7 +310,16 @@ def _source(A, chunks, client):
         )
     if isinstance(A, (str, os.PathLike)):
         path = A
-        A = np.load(path, mmap_mode="r")
+        try:
+            A = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise ValueError(
+                f"A ({os.fspath(path)!r}) is not a .npy file of numbers (np.load "
+                f"refused it: {type(exc).__name__}); save the matrix with "
+                "np.save(path, A) and pass that path."
+            ) from None
         if not isinstance(A, np.ndarray):  # an .npz archive
             names = ", ".join(repr(k) for k in A.files)
             A.close()

@@ -46,6 +46,7 @@ from maxvol_kit._sklearn_compat import (
     TransformerMixin,
     _check_sample_weight,
     _fit_context,
+    _num_samples,
     _safe_indexing,
     available_if,
     check_array,
@@ -69,6 +70,24 @@ __all__ = [
 ]
 
 _SQUARE = {"fast": fast_maxvol, "maxvol": maxvol}
+
+
+def _plain(X):
+    """``X`` as the estimators read it: no masked entries, no autograd graph.
+
+    scikit-learn would read the values under a mask and NumPy cannot read a
+    tensor that requires grad; both are settled here, before validation.
+    """
+    if isinstance(X, np.ma.MaskedArray):
+        if np.ma.getmaskarray(X).any():
+            raise ValueError(
+                f"X is a masked array with {int(np.ma.count_masked(X))} masked "
+                "entries; fill them (X.filled(value)) or drop those rows first."
+            )
+        return np.asarray(X.data)
+    if getattr(X, "requires_grad", False) and hasattr(X, "detach"):
+        return X.detach()
+    return X
 
 
 def _is_foreign_array(X):
@@ -98,6 +117,10 @@ def _float_dtypes(X):
 
 def _count(value, total, name):
     """An int count, or a fraction of ``total`` rounded (at least 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be an int or a fraction in (0, 1], got bool {value!r}."
+        )
     if isinstance(value, Real) and not isinstance(value, Integral):
         return max(1, round(value * total))
     if value > total:
@@ -265,7 +288,7 @@ class MaxVolSampler(BaseEstimator):
         -------
         self : MaxVolSampler
         """
-        X = validate_data(self, X, dtype=_float_dtypes(X))
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
         xp = get_backend(X).xp
         n = X.shape[0]
         K = _count(self.n_samples, n, "n_samples")
@@ -402,7 +425,32 @@ def _selected_rows(selector, X, y):
             "selector that records them (MaxVolSampler, or an imbalanced-learn "
             "under-sampler such as RandomUnderSampler)."
         )
-    return selector.sample_indices_
+    return _check_sample_indices(selector, _num_samples(X))
+
+
+def _check_sample_indices(selector, n):
+    """The selector's ``sample_indices_``: a non-empty 1-D int array in [0, n).
+
+    A boolean mask of the rows works too. Repeats are allowed (over-samplers
+    repeat rows); negative indices are not, they would wrap to other rows.
+    """
+    idx = _to_numpy(selector.sample_indices_)
+    name = f"{type(selector).__name__}.sample_indices_"
+    if idx.dtype == bool and idx.shape == (n,):  # a mask of the kept rows
+        idx = np.flatnonzero(idx)
+    if idx.ndim == 1 and idx.size == 0:
+        raise ValueError(f"{name} is empty: the selector kept no rows of X.")
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be a 1-D array of row numbers, got shape {idx.shape} "
+            f"and dtype {idx.dtype}; the selector must record the rows it keeps."
+        )
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(
+            f"{name} holds rows outside [0, {n}) (min {idx.min()}, max "
+            f"{idx.max()}); X has {n} rows."
+        )
+    return idx
 
 
 class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
@@ -477,7 +525,7 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         self.selector_ = clone(self.selector)
-        idx = _to_numpy(_selected_rows(self.selector_, X, y))
+        idx = _selected_rows(self.selector_, X, y)
         weights = getattr(self.selector_, "sample_weight_", None)
         weights = (
             _to_numpy(weights) if self.use_weights and weights is not None else None
@@ -615,8 +663,10 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         -------
         self : MaxVolFeatureSelector
         """
-        X = validate_data(self, X, dtype=_float_dtypes(X))
-        xp = get_backend(X).xp
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
+        backend = get_backend(X)
+        xp = backend.xp
+        X, _ = rescaled(X, backend)  # the selection does not depend on the scale
         d = X.shape[1]
         wanted = self.n_features_to_select
         k = (
@@ -644,7 +694,9 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         """The selected columns of ``X``, on ``X``'s backend and device."""
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="support_", method="transform")
-        X = validate_data(self, X, dtype=None, reset=False, ensure_all_finite=False)
+        X = validate_data(
+            self, _plain(X), dtype=None, reset=False, ensure_all_finite=False
+        )
         if not _is_foreign_array(X):
             return super().transform(X)
         columns = np.flatnonzero(self._get_support_mask())
@@ -733,7 +785,7 @@ class RandomizedLowRank(
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the principal directions of ``X``; ``y`` is ignored."""
-        X = validate_data(self, X, dtype=_float_dtypes(X))
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
         _check_components(self.n_components, X)
         xp = get_backend(X).xp
         self.mean_ = xp.mean(X, axis=0)
@@ -753,7 +805,7 @@ class RandomizedLowRank(
         """Principal coordinates of ``X``, shape (n_samples, n_components)."""
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
-        X = validate_data(self, X, dtype=_float_dtypes(X), reset=False)
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=False)
         return (X - self.mean_) @ self.components_.T
 
     def __sklearn_tags__(self):
@@ -824,7 +876,7 @@ class FrequentDirections(
     def partial_fit(self, X, y=None):
         """Stream more rows into the sketch; ``y`` is ignored."""
         first = not hasattr(self, "_sketch")
-        X = validate_data(self, X, dtype=_float_dtypes(X), reset=first)
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=first)
         if first:
             self._sketch = FrequentDirectionsSketch(self.sketch_size)
             self.n_components_ = min(self.n_components or self.sketch_size, X.shape[1])
@@ -850,7 +902,7 @@ class FrequentDirections(
         """Coordinates of ``X`` on the sketch's components."""
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
-        X = validate_data(self, X, dtype=_float_dtypes(X), reset=False)
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=False)
         return X @ self.components_.T
 
     def __sklearn_tags__(self):

@@ -24,11 +24,13 @@ from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._swaps import swap_to_dominance
 from maxvol_kit._validation import (
     ConvergenceWarning,
+    check_flag,
     check_indices,
     check_int,
     check_matrix,
     check_tol,
     rank_deficient_error,
+    rescaled,
 )
 
 __all__ = ["MaxVolResult", "fast_maxvol", "maxvol"]
@@ -73,7 +75,8 @@ class MaxVolResult:
             return self._coefficients
         backend = get_backend(self._source)
         idx = backend.ops.to_host(self.indices)
-        return coefficients(self._source, idx, backend)
+        source, _ = rescaled(self._source, backend)  # C does not depend on scale
+        return coefficients(source, idx, backend)
 
 
 def coefficients(A, idx, backend):
@@ -412,6 +415,7 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
     >>> res.converged, res.indices.shape
     (True, (8,))
     """
+    refine = check_flag(refine, name="refine")
     hosted = small.on_host(fast_maxvol, A, rank=rank, tol=tol, refine=refine)
     if hosted is not None:
         return hosted

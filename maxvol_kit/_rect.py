@@ -21,7 +21,7 @@ from maxvol_kit._maxvol import (
     in_caller_units,
     log_volume,
 )
-from maxvol_kit._validation import check_int, check_matrix, check_tol
+from maxvol_kit._validation import check_flag, check_int, check_matrix, check_tol
 
 __all__ = ["rect_maxvol"]
 
@@ -80,6 +80,7 @@ def rect_maxvol(
     """
     A, backend, e = check_matrix(A, rescale=True)
     tol = check_tol(tol, minimum=0.0, usual=1.0)
+    refine = check_flag(refine, name="refine")
     n, r = A.shape
     min_rows, max_rows = _row_bounds(n_rows, min_rows, max_rows, n, r)
     idx, _scores, best_left = rect_greedy(A, min_rows, max_rows, tol, backend)
@@ -148,7 +149,13 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     must.
     """
     xp, ops = backend.xp, backend.ops
-    idx, _ = greedy_volume(A, A.shape[1], backend)
+    idx, _ = greedy_volume(
+        A,
+        A.shape[1],
+        backend,
+        hint="rectangular MaxVol needs full column rank: select from an orthonormal "
+        "basis of its range (its first {found} left singular vectors)",
+    )
     B = coefficients(A, idx, backend)
     rows = [int(i) for i in idx]
     scores = ops.row_sq_norms(B)

@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import (
     _check_sample_weight,
+    _num_samples,
     check_array,
     check_is_fitted,
     column_or_1d,
@@ -43,6 +44,7 @@ __all__ = [
     "TransformerMixin",
     "_check_sample_weight",
     "_fit_context",
+    "_num_samples",
     "_safe_indexing",
     "available_if",
     "check_array",

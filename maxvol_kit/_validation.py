@@ -13,6 +13,7 @@ from maxvol_kit._backend import get_backend
 
 __all__ = [
     "ConvergenceWarning",
+    "check_flag",
     "check_indices",
     "check_int",
     "check_matrix",
@@ -73,6 +74,8 @@ def _unwrap_container(A, name):
         return np.asarray(A.data)
     if isinstance(A, np.matrix):
         return np.asarray(A)
+    if isinstance(A, np.ndarray) and not A.dtype.isnative:  # big-endian data
+        return A.astype(A.dtype.newbyteorder("="))
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(A, torch.Tensor):
         if A.layout != torch.strided:
@@ -235,6 +238,15 @@ def check_tol(tol, *, name="tol", minimum=1.0, usual=1.05):
             f"the usual choice is {name}={usual}."
         )
     return tol
+
+
+def check_flag(value, *, name):
+    """Validate a bool (NumPy bools too); strings and None are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be True or False, got {type(value).__name__} {value!r}."
+        )
+    return bool(value)
 
 
 def check_int(value, *, name, low, high, fix):

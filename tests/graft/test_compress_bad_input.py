@@ -284,3 +284,39 @@ def test_numpy_float_damping_matches_numpy_solve():
         _mlp(), _rows(6), _rows(6), compressor=_Table(Z), damping=np.float64(0.5)
     )
     np.testing.assert_allclose(S.numpy(), _numpy_influence(Z, Z, 0.5), rtol=1e-10)
+
+
+def test_compressors_check_targets_and_dtype_against_the_model():
+    from graft import FactGraSS, GraSS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)
+    )
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    for compressor in (GraSS(model, proj_dim=4), FactGraSS(model, proj_dim=4)):
+        with pytest.raises(ValueError, match=r"class indices in \[0, 5\].*3 outputs"):
+            compressor.per_sample_gradients(
+                x, torch.full((6,), 5).index_fill(0, torch.tensor([0]), 0)
+            )
+        with pytest.raises(TypeError, match=r"targets\.long\(\)"):
+            compressor.per_sample_gradients(x, y.float())
+        with pytest.raises(TypeError, match=r"inputs are torch.float64 but"):
+            compressor.per_sample_gradients(x.double(), y)
+        custom = compressor.per_sample_gradients(
+            x, y.float(), lambda out, t: (out[:, 0] - t) ** 2
+        )  # a custom loss decides its own targets
+        assert torch.isfinite(custom).all()
+
+
+def test_attribute_names_data_without_targets():
+    from torch.utils.data import TensorDataset
+
+    from graft import attribute
+
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with pytest.raises(
+        TypeError, match=r"train_data must be a dataset of \(input, target\)"
+    ):
+        attribute(model, TensorDataset(x), (x, y))

@@ -40,12 +40,22 @@ def test_idx_reader_rejects_other_files(tmp_path):
         load_idx(tmp_path / "bad")
 
 
-def test_missing_files_say_how_to_get_them(tmp_path):
+def test_missing_files_say_how_to_get_them(tmp_path, monkeypatch):
     with pytest.raises(
         FileNotFoundError, match="apt-get install dataset-fashion-mnist"
     ):
         load_mnist_like(tmp_path)
-    train, test, info = load_dataset("auto", data_dir=tmp_path)
+    # A folder named and wrong is an error, not a silent switch to digits ...
+    with pytest.raises(FileNotFoundError, match="no t10k-images/labels IDX files"):
+        load_dataset("auto", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="'mnist' needs data_dir"):
+        load_dataset("mnist")
+    for bad, error in ((0, ValueError), (-5, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="train_size"):
+            load_dataset("digits", train_size=bad)
+    # ... but without the default files, auto means digits.
+    monkeypatch.setenv("GRAFT_FASHION_MNIST", str(tmp_path))
+    train, test, info = load_dataset("auto")
     assert info["name"] == "digits" and info["in_shape"] == (1, 8, 8)
     assert len(train) + len(test) == 1797
 
@@ -232,3 +242,16 @@ def test_graft_run_keeps_the_finished_runs_on_ctrl_c(tmp_path, monkeypatch, caps
     main([*argv, "--out", str(out), "--overwrite"])  # and a rerun replaces it
     runs = json.loads((out / "report.json").read_text())["runs"]
     assert [r["selector"] for r in runs] == ["random", "full"]
+
+
+def test_imbalance_on_a_small_subset_keeps_every_class_it_can():
+    train, _, _ = load_dataset("digits", train_size=30, imbalance=10)
+    assert 0 < len(train) <= 30
+
+
+def test_graft_run_refuses_empty_out_and_infobatch_online(tmp_path, monkeypatch):
+    _no_loading(monkeypatch)
+    with pytest.raises(SystemExit, match="--out is empty"):
+        main(["run", "--dataset", "digits", "--out", ""])
+    with pytest.raises(SystemExit, match="infobatch selects in rounds"):
+        main(["run", "--mode", "online", "--out", str(tmp_path / "o")])

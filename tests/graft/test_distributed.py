@@ -276,7 +276,7 @@ def test_distributed_rank_and_world_size_are_checked():
         Graft(model, train, rank=2, world_size=2)
     with pytest.raises(ValueError, match="init_process_group"):
         Graft(model, train, rank=1, world_size=2)
-    with pytest.raises(TypeError, match="world_size must be an integer"):
+    with pytest.raises(TypeError, match="world_size must be a positive integer"):
         Graft(model, train, rank=0, world_size=2.0)
     graft = Graft(model, train)
     assert (graft.rank, graft.world_size) == (0, 1)

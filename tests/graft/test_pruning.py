@@ -631,15 +631,31 @@ def test_prune_model_refuses_a_residual_branch():
         prune_model(model, [("conv1", "conv2")], x, fraction=0.5)
 
 
-def test_prune_model_checks_an_untraceable_model_by_running_it():
+def test_prune_model_refuses_a_model_it_cannot_trace():
+    """Nothing else can tell a channel permutation in forward from an activation."""
     _seed(0)
     model = _Dynamic().double()
     x = torch.randn(8, 4, dtype=F64)
     before = [p.clone() for p in model.parameters()]
-    with pytest.raises(
-        ValueError, match=r"after pruning 'a' the model fails at forward"
-    ):
+    with pytest.raises(ValueError, match=r"torch.fx cannot trace _Dynamic"):
         prune_model(model, [("a", "b")], x, fraction=0.5)
     assert all(
         torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True)
     )
+
+
+def test_prune_model_checks_pairs_and_data_before_pruning():
+    model = _small_cnn()
+    x = torch.randn(16, 1, 8, 8, dtype=F64)
+    with pytest.raises(TypeError, match="pairs must be a list"):
+        prune_model(model, None, x, fraction=0.5)
+    with pytest.raises(TypeError, match="pairs next_layer must be a module name"):
+        prune_model(model, [("0", None)], x, fraction=0.5)
+    with pytest.raises(TypeError, match=r"next_layer must be a torch\.nn\.Linear"):
+        prune_model(model, [("0", "2")], x, fraction=0.5)  # '2' is a ReLU
+    with pytest.raises(TypeError, match=r"data is torch.float32 but the model's"):
+        prune_model(model, [("0", "4", "1")], x.float(), fraction=0.5)
+    with pytest.raises(ValueError, match="model fails at forward on data"):
+        prune_model(model, [("0", "4", "1")], x.repeat(1, 2, 1, 1), fraction=0.5)
+    with pytest.raises(ValueError, match=r"pairs \('4', '0'\): next_layer"):
+        prune_model(model, [("4", "0")], x, fraction=0.5)  # reversed

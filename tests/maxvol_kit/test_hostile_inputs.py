@@ -228,3 +228,82 @@ def test_subset_fit_with_a_resampler_that_sets_indices_in_fit_resample():
 def test_randomized_svd_checks_random_state(value, error):
     with pytest.raises(error, match="random_state"):
         randomized_svd(G, 2, random_state=value)
+
+
+def test_tournament_coefficients_of_subnormal_input_are_finite():
+    A = np.random.default_rng(0).standard_normal((120, 6)) * 1e-310
+    res = tournament_maxvol(A, chunks=40)
+    assert np.isfinite(res.coefficients).all()
+    assert np.abs(res.coefficients).max() <= 1.05
+
+
+def test_big_endian_input_is_plain_float64():
+    A = np.random.default_rng(0).standard_normal((50, 5))
+    for func in (fast_maxvol, maxvol, rect_maxvol):
+        assert np.array_equal(func(A.astype(">f8")).indices, func(A).indices)
+
+
+@pytest.mark.parametrize("func", [fast_maxvol, rect_maxvol])
+@pytest.mark.parametrize("value", ["no", None, 1])
+def test_refine_must_be_a_bool(func, value):
+    with pytest.raises(TypeError, match="refine must be True or False"):
+        func(G, refine=value)
+
+
+def test_estimators_refuse_masked_entries_and_detach_tensors():
+    X = np.random.default_rng(0).standard_normal((80, 4))
+    masked = np.ma.masked_array(X, mask=np.zeros_like(X, dtype=bool))
+    masked.mask[3, 1] = True
+    with pytest.raises(ValueError, match="1 masked entries"):
+        MaxVolSampler(6, features="raw").fit(masked)
+    tensor = torch.from_numpy(X).requires_grad_()
+    got = MaxVolSampler(6, random_state=0).fit(tensor).sample_indices_
+    want = MaxVolSampler(6, random_state=0).fit(X).sample_indices_
+    assert np.array_equal(np.asarray(got), want)
+    with pytest.raises(TypeError, match="got bool True"):
+        MaxVolSampler(n_samples=True).fit(X)
+
+
+def test_feature_selector_at_the_float32_limit():
+    X = np.random.default_rng(0).standard_normal((200, 6))
+    big = (X / np.abs(X).max() * 1e38).astype(np.float32)
+    sel = MaxVolFeatureSelector(n_features_to_select=3)
+    assert np.array_equal(
+        sel.fit(big).get_support(), sel.fit(X.astype(np.float32)).get_support()
+    )
+
+
+@pytest.mark.parametrize(
+    ("indices", "error", "match"),
+    [
+        ([-1, 0, 1], ValueError, r"outside \[0, 100\)"),
+        ([0, 500], ValueError, r"outside \[0, 100\)"),
+        ([], ValueError, "is empty"),
+        ([[0, 1], [2, 3]], TypeError, "1-D array of row numbers"),
+        ([0.0, 1.0], TypeError, "1-D array of row numbers"),
+    ],
+)
+def test_subset_fit_checks_the_selectors_indices(indices, error, match):
+    X = np.random.default_rng(0).standard_normal((100, 3))
+    y = (X[:, 0] > 0).astype(int)
+
+    class Fixed:
+        def get_params(self, deep=True):
+            return {}
+
+        def set_params(self, **params):
+            return self
+
+        def fit(self, X, y=None):
+            self.sample_indices_ = np.asarray(indices)
+            return self
+
+    with pytest.raises(error, match=match):
+        SubsetFitEstimator(Fixed(), LogisticRegression()).fit(X, y)
+
+
+def test_tournament_refuses_a_file_that_is_not_npy(tmp_path):
+    path = tmp_path / "junk.npy"
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match=r"is not a \.npy file of numbers"):
+        tournament_maxvol(path)
