@@ -265,7 +265,7 @@ class FrequentDirectionsSketch:
     >>> A = np.random.default_rng(0).standard_normal((1000, 20))
     >>> fd = FrequentDirectionsSketch(8)
     >>> for chunk in np.array_split(A, 10):
-    ...     fd.update(chunk)
+    ...     _ = fd.update(chunk)
     >>> fd.sketch.shape[0] <= 16
     True
     """
