@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from _page import update_page
+from _variants import register
 
-from graft import GraftSelector, InfoBatchSelector, cli
+from graft import GraftSelector, InfoBatchSelector
 from graft._data import load_dataset
 from graft._round import _class_round, graft_round
 from graft.cli import _parser, run_one
@@ -94,16 +95,6 @@ class DiversePruneSelector:
         return torch.as_tensor(kept), torch.as_tensor(weights).float(), [len(kept)]
 
 
-def _register(name, make):
-    """Let ``graft.cli.run_one`` build a benchmark-only selector by name."""
-    original = cli._selector
-
-    def selector(arm, args):
-        return make(args) if arm == name else original(arm, args)
-
-    cli._selector = selector
-
-
 class ProportionalGraftSelector(GraftSelector):
     """GRAFT's round with budgets by class size and unbiased weights.
 
@@ -131,10 +122,10 @@ class NoMaxVolGraftSelector(GraftSelector):
         )
 
 
-_register("infobatch-diverse", lambda args: DiversePruneSelector(args.epochs))
-_register("graft-no-maxvol", lambda args: NoMaxVolGraftSelector(args.fraction))
-_register("graft-full-rank", lambda args: GraftSelector(args.fraction, eps=0.0))
-_register("graft-proportional", lambda args: ProportionalGraftSelector(args.fraction))
+register("infobatch-diverse", lambda args: DiversePruneSelector(args.epochs))
+register("graft-no-maxvol", lambda args: NoMaxVolGraftSelector(args.fraction))
+register("graft-full-rank", lambda args: GraftSelector(args.fraction, eps=0.0))
+register("graft-proportional", lambda args: ProportionalGraftSelector(args.fraction))
 
 REGIMES = {
     "clean": {},

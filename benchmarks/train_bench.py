@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from _page import update_page
+from _variants import args_for
 
 from graft._data import load_dataset
 from graft.cli import _parser, run_one
@@ -72,6 +73,9 @@ def bench(
     train, test, info = load_dataset("fashion-mnist", train_size=train_size)
     rows, runs = [], []
 
+    def log(*_):
+        pass
+
     def summarize(fraction, mode, name, results):
         acc = [100 * r["test_accuracy"] for r in results]
         row = {
@@ -108,7 +112,7 @@ def bench(
             args = _args(fraction, mode, epochs, refresh_every)
             for name in variants if mode == "refresh" else online:
                 results = [
-                    run_one(args, name, s, train, test, info, lambda *a: None)
+                    run_one(args_for(name, args), name, s, train, test, info, log)
                     for s in range(seeds)
                 ]
                 for r in results:

@@ -174,6 +174,7 @@ def _no_loading(monkeypatch):
         (["--selectors", ""], "--selectors"),
         (["--selectors", " , "], "names no selector"),
         (["--selectors", "full,grafty"], "unknown selector 'grafty'"),
+        (["--selectors", "graft-volume"], "unknown selector 'graft-volume'"),
         (["--train-size", "0"], "--train-size"),
         (["--train-size", "-5"], "--train-size"),
         (["--batch-size", "0"], "--batch-size"),
