@@ -815,7 +815,14 @@ class Graft:
     # -- state ------------------------------------------------------------------
 
     def state_dict(self):
-        """Everything needed to continue exactly: selection, round, record, history."""
+        """Everything needed to continue exactly: selection, round, record, history.
+
+        Under ``torch.distributed`` call it on every rank (it gathers the
+        ranks' latest record entries, a collective) and save it from one:
+        the record of the last epoch is otherwise only complete at the next
+        ``set_epoch``, and a round from the record would resume differently.
+        """
+        self.record.sync(self.world_size, lambda x: _all_gather(x, self.world_size))
         indices, weights = self._selection if self._selection else (None, None)
         if indices is not None:
             indices, weights = indices.clone(), weights.clone()

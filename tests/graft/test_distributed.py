@@ -1,8 +1,11 @@
 """Graft under torch.distributed: 2 ranks (gloo, CPU) against one process.
 
-One spawn of two processes runs everything the tests check: an
-uninterrupted DDP run, and a run checkpointed after two epochs and resumed
-in fresh objects from rank 0's checkpoint. The same experiment in this
+One spawn of two processes per selection kind runs everything the tests
+check: an uninterrupted DDP run, and a run checkpointed after two epochs and
+resumed in fresh objects from rank 0's checkpoint. The kinds: GRAFT per
+batch (each rank selects within its shard) and GRAFT's round from the
+record (every rank computes the whole round from the gathered record and
+keeps every world_size-th sample). The same per-batch experiment in this
 process (world size 1) is the single-process reference.
 """
 
@@ -52,12 +55,17 @@ def _parts(world_size):
     return model, wrapped, opt
 
 
-def _graft(wrapped, train):
+def _graft(wrapped, train, kind="batch"):
     # eps=0: GRAFT keeps its whole budget, floor(0.3 * batch), in every batch.
+    selector = (
+        GraftSelector(FRACTION, eps=0.0, scope="batch")
+        if kind == "batch"
+        else GraftSelector(FRACTION)  # the round from the record
+    )
     return Graft(
         wrapped,
         train,
-        selector=GraftSelector(FRACTION, eps=0.0, scope="batch"),
+        selector=selector,
         batch_size=BATCH,
         refresh_every=2,
         seed=3,
@@ -76,11 +84,11 @@ def _shard(graft, epoch):
     return sorted(i for batch in batches for i in batch)
 
 
-def _experiment(world_size, ckpt):
+def _experiment(world_size, ckpt, kind="batch"):
     """Uninterrupted and resumed runs; everything the tests look at."""
     train, test = _data()
     model, wrapped, opt = _parts(world_size)
-    graft = _graft(wrapped, train)
+    graft = _graft(wrapped, train, kind)
     rounds, record = {}, None
     for epoch in range(EPOCHS):
         if epoch == EPOCHS - 1:  # set_epoch gathers the ranks' records
@@ -107,19 +115,20 @@ def _experiment(world_size, ckpt):
     # The same run, stopped after RESUME_AT epochs and resumed from rank 0's
     # checkpoint in fresh objects.
     model, wrapped, opt = _parts(world_size)
-    graft = _graft(wrapped, train)
+    graft = _graft(wrapped, train, kind)
     for epoch in range(RESUME_AT):
         train_epoch(graft, opt, epoch)
+    graft_state = graft.state_dict()  # on every rank: it gathers the record
     if world_size == 1 or dist.get_rank() == 0:
         state = {"model": model.state_dict(), "opt": opt.state_dict()}
-        torch.save({**state, "graft": graft.state_dict()}, ckpt)
+        torch.save({**state, "graft": graft_state}, ckpt)
     if world_size > 1:
         dist.barrier()
     saved = torch.load(ckpt, weights_only=False)
     model, wrapped, opt = _parts(world_size)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["opt"])
-    graft = _graft(wrapped, train)
+    graft = _graft(wrapped, train, kind)
     graft.load_state_dict(saved["graft"])
     for epoch in range(RESUME_AT, EPOCHS):
         train_epoch(graft, opt, epoch)
@@ -128,7 +137,7 @@ def _experiment(world_size, ckpt):
     return out
 
 
-def _worker(rank, world_size, store, out_dir):
+def _worker(rank, world_size, store, out_dir, kind):
     torch.set_num_threads(1)
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # no network needed
@@ -136,7 +145,7 @@ def _worker(rank, world_size, store, out_dir):
         "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size
     )
     try:
-        result = _experiment(world_size, os.path.join(out_dir, "ckpt.pt"))
+        result = _experiment(world_size, os.path.join(out_dir, "ckpt.pt"), kind)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()  # both ranks are done communicating before teardown
     finally:
@@ -147,9 +156,11 @@ def _worker(rank, world_size, store, out_dir):
     os._exit(0)
 
 
-def _spawn(tmp_dir, timeout=120):
+def _spawn(tmp_dir, kind="batch", timeout=120):
     store = os.path.join(tmp_dir, "store")
-    ctx = mp.spawn(_worker, args=(WORLD, store, tmp_dir), nprocs=WORLD, join=False)
+    ctx = mp.spawn(
+        _worker, args=(WORLD, store, tmp_dir, kind), nprocs=WORLD, join=False
+    )
     deadline = time.monotonic() + timeout
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
@@ -280,3 +291,40 @@ def test_distributed_rank_and_world_size_are_checked():
         Graft(model, train, rank=0, world_size=2.0)
     graft = Graft(model, train)
     assert (graft.rank, graft.world_size) == (0, 1)
+
+
+@pytest.fixture(scope="module")
+def record_runs(tmp_path_factory):
+    return _spawn(str(tmp_path_factory.mktemp("ddp-record")), "record")
+
+
+def test_distributed_record_round_is_one_round_shared_by_the_ranks(record_runs):
+    budget = math.floor(FRACTION * N_TRAIN)
+    first = record_runs[0]
+    assert len(first["rounds"]) >= EPOCHS // 2  # a round every refresh_every
+    for epoch, round_ in first["rounds"].items():
+        # Both ranks computed the same round from the same gathered record.
+        assert all(r["rounds"][epoch]["union"] == round_["union"] for r in record_runs)
+        union, counts = round_["union"], round_["counts"]
+        assert len(union) == budget and len(set(union)) == budget
+        assert sum(counts) == budget and max(counts) - min(counts) <= 1
+    for epoch in range(EPOCHS):
+        assert all(r["history"][epoch]["samples"] == budget for r in record_runs)
+        assert sum(r["history"][epoch]["rank_samples"] for r in record_runs) == budget
+    for key in ("loss", "epoch", "embedding"):
+        torch.testing.assert_close(
+            first["record"][key],
+            record_runs[1]["record"][key],
+            rtol=0,
+            atol=0,
+            equal_nan=True,
+        )
+
+
+def test_distributed_record_round_resumes_exactly(record_runs):
+    for out in record_runs:
+        for a, b in zip(out["params"], out["resumed_params"], strict=True):
+            assert torch.equal(a, b)
+    for a, b in zip(record_runs[0]["params"], record_runs[1]["params"], strict=True):
+        assert torch.equal(a, b)
+    assert record_runs[0]["accuracy"] > 0.8
