@@ -13,7 +13,19 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_count", "check_flag", "check_number"]
+__all__ = ["check_choice", "check_count", "check_flag", "check_number"]
+
+
+def check_choice(name, value, choices):
+    """``value``, one of the strings ``choices`` (TypeError for a non-string)."""
+    listed = " or ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be {listed}, got {type(value).__name__} {value!r}."
+        )
+    if value not in choices:
+        raise ValueError(f"{name} ({value!r}) must be {listed}.")
+    return value
 
 
 def check_flag(name, value):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from graft._checks import check_count, check_flag, check_number
+from graft._checks import check_choice, check_count, check_flag, check_number
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._rank import choose_rank, prefix_residuals, subset_weights
@@ -194,6 +194,11 @@ default="embedding"
                 f"min_fraction ({min_fraction}) must not exceed fraction ({fraction})."
             )
         eps = check_number("eps", eps, low=0, example=0.1)
+        if not callable(features) and not isinstance(features, str):
+            raise TypeError(
+                f"features must be 'embedding', 'kernel', 'gradient', 'mixed' or a "
+                f"callable, got {type(features).__name__} {features!r}."
+            )
         if not callable(features) and features not in (
             "embedding",
             "kernel",
@@ -227,9 +232,13 @@ default="embedding"
         if pool is not None:
             pool = check_number("pool", pool, low=1, example=2)
         self.pool = pool
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(
+                f"layer must be the name of an nn.Linear in the model (str) or None "
+                f"for the last one, got {type(layer).__name__} {layer!r}."
+            )
         self.layer = layer
-        if scope not in ("round", "batch"):
-            raise ValueError(f"scope ({scope!r}) must be 'round' or 'batch'.")
+        check_choice("scope", scope, ("round", "batch"))
         if scope == "round" and callable(features):
             raise ValueError(
                 "features=callable needs scope='batch': a round reads the recorded "

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
-from graft._checks import check_count, check_flag
+from graft._checks import check_choice, check_count, check_flag
 from graft._features import find_final_linear
 from graft._format import (
     BatchFormat,
@@ -148,6 +148,11 @@ def _check_dataset(dataset):
 def _check_device(device):
     if device is None:
         return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(
+            f"device must be a str or torch.device, got {type(device).__name__} "
+            f"{device!r}; pass e.g. 'cpu', 'cuda' or None for the model's device."
+        )
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -369,8 +374,7 @@ class Graft:
         rank=None,
         world_size=None,
     ):
-        if mode not in ("refresh", "online"):
-            raise ValueError(f"mode ({mode!r}) must be 'refresh' or 'online'.")
+        mode = check_choice("mode", mode, ("refresh", "online"))
         self.batch_size = check_count("batch_size", batch_size, 1)
         self.refresh_every = check_count("refresh_every", refresh_every, 1)
         self.warm_start = check_count("warm_start", warm_start, 0)

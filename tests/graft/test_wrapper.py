@@ -255,3 +255,26 @@ def test_numpy_scalars_are_numbers_and_wrong_types_are_type_errors():
         RandomSelector("0.3")
     with pytest.raises(ValueError, match=r"eps \(nan\) must be a finite number"):
         GraftSelector(0.3, eps=float("nan"))
+
+
+def test_wrong_types_of_options_are_type_errors():
+    data = TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,)))
+    model = torch.nn.Linear(4, 2)
+    for options, match in (
+        ({"mode": None}, "mode must be 'refresh' or 'online', got NoneType"),
+        ({"device": 5.5}, "device must be a str or torch.device"),
+        ({"progress": "yes"}, "progress must be True or False"),
+        ({"drop_last": 1}, "drop_last must be True or False"),
+    ):
+        with pytest.raises(TypeError, match=match):
+            Graft(model, data, **options)
+    for options, match in (
+        ({"scope": None}, "scope must be 'round' or 'batch'"),
+        ({"features": None}, "features must be 'embedding'"),
+        ({"layer": 5}, "layer must be the name of an nn.Linear"),
+        ({"stratify": "no"}, "stratify must be True or False"),
+    ):
+        with pytest.raises(TypeError, match=match):
+            GraftSelector(0.3, **options)
+    with pytest.raises(ValueError, match=r"mode \('offline'\) must be"):
+        Graft(model, data, mode="offline")
