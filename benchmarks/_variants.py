@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from graft import GraftSelector, SageSelector, cli
+from _batch_graft import BatchGraftSelector
+
+from graft import SageSelector, cli
 
 __all__ = ["args_for", "register"]
 
@@ -60,11 +62,11 @@ SAGE_VARIANTS = {
 
 def _graft_variant(options):
     def make(args):
-        opts = {"scope": "batch", **options}
+        opts = dict(options)
         opts.pop("warm_start", None)  # the wrapper's: see args_for
         if "min_fraction" in opts:
             opts["min_fraction"] *= args.fraction
-        return GraftSelector(args.fraction, eps=args.eps, **opts)
+        return BatchGraftSelector(args.fraction, eps=args.eps, **opts)
 
     return make
 

@@ -15,3 +15,17 @@ def full_batch_fit(model, x, y, *, steps, lr):
     for p in model.parameters():
         p.grad = None
     return model.eval()
+
+
+def per_batch_graft(*args, **kwargs):
+    """``GraftSelector`` whose refresh rounds pass over the data batch by batch.
+
+    Its ``select`` (GRAFT's online selection) then runs in every round, which
+    exercises the wrapper's per-batch round path.
+    """
+    from graft import GraftSelector
+
+    class PerBatchGraft(GraftSelector):
+        from_record = False
+
+    return PerBatchGraft(*args, **kwargs)

@@ -29,6 +29,7 @@ from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, train_epoch  # noqa: E402
 from graft._data import load_digits_split  # noqa: E402
+from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 EPOCHS = 6
 RESUME_AT = 2
@@ -58,7 +59,7 @@ def _parts(world_size):
 def _graft(wrapped, train, kind="batch"):
     # eps=0: GRAFT keeps its whole budget, floor(0.3 * batch), in every batch.
     selector = (
-        GraftSelector(FRACTION, eps=0.0, scope="batch")
+        per_batch_graft(FRACTION, eps=0.0)
         if kind == "batch"
         else GraftSelector(FRACTION)  # the round from the record
     )

@@ -158,13 +158,13 @@ def test_weights_reach_the_training_step(tmp_path):
             self.seen.setdefault("weights", []).append(batch.weights)
             return super().training_step(batch, batch_idx)
 
-    selector = GraftSelector(0.3, weighted=True, sampling="greedy")
+    selector = GraftSelector(0.3)  # online: inverse-probability weights
     module, callback = Recorder(), _callback(selector, "online")
     trainer = _trainer(L, [callback], tmp_path, epochs=1)
     trainer.fit(module, train_dataloaders=callback.train_dataloader())
     weights = torch.cat(module.seen["weights"])
     assert torch.all(weights >= 0)
-    assert not torch.all(weights == 1)  # the least-squares weights, not ones
+    assert not torch.all(weights == 1)  # the sampling weights, not ones
 
 
 def test_resume_from_a_lightning_checkpoint_continues_the_selection(tmp_path):

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 
 from graft import Graft, GraftBatch, GraftSelector, RandomSelector  # noqa: E402
 from graft._features import penultimate  # noqa: E402
+from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 N, D, C = 240, 10, 3
 
@@ -115,7 +116,7 @@ def _options(**kw):
     return {
         "batch_size": 32,
         "seed": 3,
-        "selector": GraftSelector(0.3, scope="batch"),
+        "selector": per_batch_graft(0.3),
         **kw,
     }
 
@@ -582,7 +583,7 @@ def test_a_last_linear_that_is_not_the_head_is_named():
     graft = Graft(
         Backwards(),
         TensorDataset(*_tensors()),
-        **_options(selector=GraftSelector(0.3, layer="head", scope="batch")),
+        **_options(selector=per_batch_graft(0.3, layer="head")),
     )
     graft.set_epoch(0)
     assert len(graft.selected_indices) > 0
@@ -626,7 +627,7 @@ def test_a_state_without_embeddings_resumes_a_run_that_records_them():
             F.cross_entropy(model(batch.data[0]), batch.data[1], reduction="none"),
         )
     graft = Graft(model, TensorDataset(X, y), **_options(selector=RandomSelector(0.5)))
-    graft.selector = GraftSelector(0.5, scope="batch")
+    graft.selector = per_batch_graft(0.5)
     graft.load_state_dict(plain.state_dict())
     graft.set_epoch(0)
     for batch in graft.dataloader():

@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, RandomSelector  # noqa: E402
 from graft._models import make_model  # noqa: E402
+from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 
 def _data(n=300, d=10, classes=3, seed=0):
@@ -115,7 +116,7 @@ def test_nan_model_output_is_a_clear_selection_error():
     model = _model()
     with torch.no_grad():
         model[2].weight[0, 0] = float("nan")
-    graft = Graft(model, _data(), selector=GraftSelector(0.3, scope="batch"))
+    graft = Graft(model, _data(), selector=per_batch_graft(0.3))
     with pytest.raises(ValueError, match="non-finite features"):
         list(graft.batches(0))
 
@@ -129,31 +130,10 @@ def test_bad_arguments():
         ValueError, match=r"fraction \(1.5\) must be a finite number in \(0, 1\]"
     ):
         RandomSelector(1.5)
-    with pytest.raises(ValueError, match=r"features \('pixels'\) must be"):
-        GraftSelector(0.3, features="pixels")
     with pytest.raises(ValueError, match="the state was saved with seed=1"):
         Graft(_model(), _data(), seed=2).load_state_dict(
             Graft(_model(), _data(), seed=1).state_dict()
         )
-
-
-def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
-    from graft._features import last_layer_gradients, penultimate
-    from graft._rank import choose_rank, prefix_residuals
-    from graft._selectors import _pick_order
-
-    model, data = _model(), _data(64)
-    x, y = data.tensors
-    selector = GraftSelector(
-        0.5, eps=0.3, min_fraction=0.25, sampling="greedy", pool=None
-    )
-    sel = selector.select(model, x, y)
-    h, logits = penultimate(model, x)
-    G = last_layer_gradients(h.double(), logits.double(), y)
-    order = _pick_order(h.double(), 32, "us")
-    k = choose_rank(prefix_residuals(G, order.tolist()), 0.3, 16, len(order))
-    assert torch.equal(sel.indices, order[:k]) and sel.rank == k
-    assert torch.all(sel.weights == 1)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
@@ -163,48 +143,6 @@ def test_models(name):
     with pytest.raises(ValueError, match=r"model \('vit'\) must be one of"):
         make_model("vit", (1, 8, 8), 10)
     assert np.isfinite(sum(float(p.sum()) for p in model.parameters()))
-
-
-def test_graft_selector_weights_are_the_least_squares_weights():
-    from graft._features import last_layer_gradients, penultimate
-    from graft._rank import subset_weights
-
-    model, data = _model(), _data(64)
-    x, y = data.tensors
-    sel = GraftSelector(0.5, weighted=True, sampling="greedy", pool=None).select(
-        model, x, y
-    )
-    h, logits = penultimate(model, x)
-    G = last_layer_gradients(h.double(), logits.double(), y)
-    expected = subset_weights(G, sel.indices.tolist()).float()
-    torch.testing.assert_close(sel.weights, expected)
-    assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
-
-
-def test_typicality_keeps_graft_away_from_outlying_samples():
-    class Identity(nn.Module):
-        """The embedding is the input itself, so outliers are known."""
-
-        def __init__(self):
-            super().__init__()
-            self.head = nn.Linear(16, 3)
-
-        def forward(self, x):
-            return self.head(x)
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(100, 16, generator=g)
-    x[:3] *= 15  # three far outliers
-    y = torch.randint(0, 3, (100,), generator=g)
-    model = Identity()
-    plain = GraftSelector(0.1, sampling="greedy", pool=None).select(model, x, y).indices
-    typical = GraftSelector(0.1, sampling="greedy", typicality=2.0, pool=None).select(
-        model, x, y
-    )
-    assert set(range(3)) <= set(plain.tolist())
-    assert not set(range(3)) & set(typical.indices.tolist())
-    with pytest.raises(ValueError, match=r"typicality \(-1\)"):
-        GraftSelector(0.1, typicality=-1)
 
 
 @pytest.mark.filterwarnings("ignore:the loader of epoch")  # replays epochs
@@ -269,10 +207,9 @@ def test_wrong_types_of_options_are_type_errors():
         with pytest.raises(TypeError, match=match):
             Graft(model, data, **options)
     for options, match in (
-        ({"scope": None}, "scope must be 'round' or 'batch'"),
-        ({"features": None}, "features must be 'embedding'"),
         ({"layer": 5}, "layer must be the name of an nn.Linear"),
-        ({"stratify": "no"}, "stratify must be True or False"),
+        ({"pool": "2"}, r"pool must be a number in \[1, inf\)"),
+        ({"eps": None}, "eps must be a number"),
     ):
         with pytest.raises(TypeError, match=match):
             GraftSelector(0.3, **options)

@@ -1,14 +1,15 @@
-"""GraftSelector options: stratification, random share, candidate pool, sampling."""
+"""The per-batch GRAFT of the benchmarks: stratification, random share, pool."""
 
 import math
 
 import pytest
 
 torch = pytest.importorskip("torch")
+from _batch_graft import BatchGraftSelector as GraftSelector  # noqa: E402
+from _batch_graft import _pick_order  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.data import TensorDataset  # noqa: E402
 
-from graft import GraftSelector  # noqa: E402
-from graft._selectors import _pick_order  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
 
 
@@ -164,3 +165,82 @@ def test_volume_sampling_weights_reduce_the_bias_of_the_mean():
 def test_bad_options_name_the_parameter(options, pattern):
     with pytest.raises((ValueError, TypeError), match=pattern):
         GraftSelector(0.3, **options)
+
+
+def _data(n=300, d=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    W = torch.randn(d, classes, generator=g)
+    return TensorDataset(X, (X @ W).argmax(dim=1))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_features_must_be_known():
+    with pytest.raises(ValueError, match=r"features \('pixels'\) must be"):
+        GraftSelector(0.3, features="pixels")
+    with pytest.raises(TypeError, match="features must be 'embedding'"):
+        GraftSelector(0.3, features=None)
+
+
+def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
+    from graft._features import last_layer_gradients, penultimate
+    from graft._rank import choose_rank, prefix_residuals
+
+    model, data = _model(), _data(64)
+    x, y = data.tensors
+    selector = GraftSelector(
+        0.5, eps=0.3, min_fraction=0.25, sampling="greedy", pool=None
+    )
+    sel = selector.select(model, x, y)
+    h, logits = penultimate(model, x)
+    G = last_layer_gradients(h.double(), logits.double(), y)
+    order = _pick_order(h.double(), 32, "us")
+    k = choose_rank(prefix_residuals(G, order.tolist()), 0.3, 16, len(order))
+    assert torch.equal(sel.indices, order[:k]) and sel.rank == k
+    assert torch.all(sel.weights == 1)
+
+
+def test_graft_selector_weights_are_the_least_squares_weights():
+    from graft._features import last_layer_gradients, penultimate
+    from graft._rank import subset_weights
+
+    model, data = _model(), _data(64)
+    x, y = data.tensors
+    sel = GraftSelector(0.5, weighted=True, sampling="greedy", pool=None).select(
+        model, x, y
+    )
+    h, logits = penultimate(model, x)
+    G = last_layer_gradients(h.double(), logits.double(), y)
+    expected = subset_weights(G, sel.indices.tolist()).float()
+    torch.testing.assert_close(sel.weights, expected)
+    assert float(sel.weights.mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_typicality_keeps_graft_away_from_outlying_samples():
+    class Identity(nn.Module):
+        """The embedding is the input itself, so outliers are known."""
+
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(x)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 16, generator=g)
+    x[:3] *= 15  # three far outliers
+    y = torch.randint(0, 3, (100,), generator=g)
+    model = Identity()
+    plain = GraftSelector(0.1, sampling="greedy", pool=None).select(model, x, y).indices
+    typical = GraftSelector(0.1, sampling="greedy", typicality=2.0, pool=None).select(
+        model, x, y
+    )
+    assert set(range(3)) <= set(plain.tolist())
+    assert not set(range(3)) & set(typical.indices.tolist())
+    with pytest.raises(ValueError, match=r"typicality \(-1\)"):
+        GraftSelector(0.1, typicality=-1)
