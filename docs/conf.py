@@ -72,7 +72,7 @@ html_show_sourcelink = False
 
 # -- API reference: one stub per public name ---------------------------------
 
-PUBLIC_MODULES = ("maxvol_kit", "graft", "graft.lightning")
+PUBLIC_MODULES = ("maxvol_kit", "maxvol_kit.utils", "graft", "graft.lightning")
 # scikit-learn adds set_*_request methods to every estimator class.
 _SKLEARN_ROUTING = re.compile(r"^set_\w+_request$")
 

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from maxvol_kit._sketch import host_rng
-from maxvol_kit._validation import check_int
+from graft._checks import check_count
+from maxvol_kit.utils import check_random_state
 
 __all__ = [
     "FactGraSS",
@@ -60,13 +60,17 @@ _DENSE_ENTRIES = 1 << 20
 
 
 def _check_dim(value, name, fix):
-    return check_int(value, name=name, low=1, high=10**9, fix=fix)
+    """A positive int; ``fix`` (what the number is) joins the message."""
+    try:
+        return check_count(name, value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{exc} ({fix})") from None
 
 
 def _check_seed(seed):
     """An int seed; None draws one, once, so every map of a compressor agrees."""
     if seed is None:
-        return int(host_rng(None).integers(2**63))
+        return int(check_random_state(None).integers(2**63))
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed ({seed!r}) must be an int >= 0 or None; e.g. seed=0.")
     return int(seed)
@@ -114,7 +118,9 @@ class RandomMask:
         self.d = _check_dim(d, "d", "pass the input dimension")
         m = _check_dim(m, "m", "pass the number of coordinates to keep")
         self.out_dim = min(m, self.d)
-        keep = host_rng(random_state).choice(self.d, self.out_dim, replace=False)
+        keep = check_random_state(random_state).choice(
+            self.d, self.out_dim, replace=False
+        )
         self.indices = np.sort(keep)
         self.scale = math.sqrt(self.d / self.out_dim)
         self._device = _DeviceCache()
@@ -152,7 +158,7 @@ class SparseJL:
     def __init__(self, d, k, *, random_state=None):
         self.d = _check_dim(d, "d", "pass the input dimension")
         self.out_dim = _check_dim(k, "k", "pass the output dimension")
-        rng = host_rng(random_state)
+        rng = check_random_state(random_state)
         self.buckets = rng.integers(0, self.out_dim, size=self.d)
         self.signs = rng.choice(np.array([-1.0, 1.0]), size=self.d)
         self._device = _DeviceCache()
@@ -190,7 +196,7 @@ class GaussianProjection:
     def __init__(self, d, k, *, random_state=None):
         self.d = _check_dim(d, "d", "pass the input dimension")
         self.out_dim = _check_dim(k, "k", "pass the output dimension")
-        rng = host_rng(random_state)
+        rng = check_random_state(random_state)
         self.matrix = rng.standard_normal((self.d, self.out_dim)) / math.sqrt(k)
         self._device = _DeviceCache()
 
@@ -412,7 +418,7 @@ class GraSS:
                 f"projection ({projection!r}) must be 'sjlt' or 'gaussian'."
             )
         m = self.n_parameters if mask_dim is None else mask_dim
-        rng = host_rng(self.seed)
+        rng = check_random_state(self.seed)
         self.mask = RandomMask(
             self.n_parameters,
             _check_dim(m, "mask_dim", "pass None to keep every coordinate"),

@@ -26,7 +26,7 @@ import torch
 
 from graft._checks import check_count, check_number
 from maxvol_kit import fast_maxvol
-from maxvol_kit._groups import allocate
+from maxvol_kit.utils import allocate
 
 __all__ = ["InfoBatchSelector", "graft_round", "uniform_round"]
 

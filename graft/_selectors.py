@@ -24,9 +24,9 @@ from graft._checks import check_count, check_number
 from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft._round import budget, graft_round, mean_one, uniform_round
-from maxvol_kit._groups import allocate
-from maxvol_kit._sketch import (
+from maxvol_kit.utils import (
     FrequentDirectionsSketch,
+    allocate,
     principal_coordinates,
 )
 

@@ -1,0 +1,26 @@
+"""Building blocks the selectors share: budgets, random states, coordinates, sketches.
+
+The pieces of :mod:`maxvol_kit` that :mod:`graft` (and any code that builds a
+selector) uses besides the MaxVol functions, with the same checks and
+backends:
+
+- :func:`allocate` splits a selection budget over groups (classes) in
+  proportion to their size, largest remainder first.
+- :func:`check_random_state` turns ``None``, an int, a NumPy ``Generator``
+  or ``RandomState`` into a NumPy ``Generator``.
+- :func:`principal_coordinates` gives the principal coordinates ``U S`` of a
+  centred matrix above roundoff (exact or randomized SVD, any backend).
+- :class:`FrequentDirectionsSketch` keeps a ``(<= 2 ell) x d`` sketch of
+  streamed rows (the engine of :class:`maxvol_kit.FrequentDirections`).
+"""
+
+from maxvol_kit._groups import allocate
+from maxvol_kit._sketch import FrequentDirectionsSketch, principal_coordinates
+from maxvol_kit._sketch import host_rng as check_random_state
+
+__all__ = [
+    "FrequentDirectionsSketch",
+    "allocate",
+    "check_random_state",
+    "principal_coordinates",
+]
