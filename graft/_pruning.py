@@ -668,39 +668,37 @@ def _check_data_flow(model, names):
     for layer, next_name, bn in names:
         if layer not in calls:
             raise ValueError(f"pairs layer {layer!r} is never called in forward.")
-        node, seen_bn = calls[layer], False
-        while True:
-            users = list(node.users)
-            where = f"the output of {layer!r}" + (
-                "" if node is calls[layer] else f" (after {node.name})"
+        steps = _steps_between(model, calls[layer], (layer, next_name, bn))
+        if bn is not None and bn not in steps:
+            raise ValueError(
+                f"pairs batchnorm {bn!r} is not between {layer!r} and {next_name!r}; "
+                "pass the BatchNorm that normalises the layer's output."
             )
-            if len(users) != 1:
-                consumers = ", ".join(u.name for u in users) or "the model's output"
-                raise ValueError(
-                    f"{where} feeds {len(users)} consumers ({consumers}): a branch "
-                    f"or residual connection; prune_model prunes plain chains, so "
-                    f"leave the pair ({layer!r}, {next_name!r}) out."
-                )
-            node = users[0]
-            if node.op == "call_module" and node.target == next_name:
-                break
-            if node.op == "call_module":
-                module = model.get_submodule(node.target)
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    if node.target != bn:
-                        raise ValueError(
-                            f"BatchNorm {node.target!r} sits between {layer!r} and "
-                            f"{next_name!r} but is not in the pair; pass "
-                            f"({layer!r}, {next_name!r}, {node.target!r})."
-                        )
-                    seen_bn = True
-                    continue
-                if isinstance(module, _PER_CHANNEL_MODULES):
-                    continue
-            elif node.op in ("call_function", "call_method"):
-                name = getattr(node.target, "__name__", str(node.target))
-                if name in _PER_CHANNEL_CALLS:
-                    continue
+
+
+def _steps_between(model, node, pair):
+    """The module names from ``pair``'s layer (``node``) to its next_layer.
+
+    Every step must be the only consumer of the one before and act on each
+    channel alone (or be the pair's BatchNorm); else a ValueError.
+    """
+    layer, next_name, _ = pair
+    steps = []
+    while True:
+        users = list(node.users)
+        where = f"the output of {layer!r}" + (f" (after {node.name})" if steps else "")
+        if len(users) != 1:
+            consumers = ", ".join(u.name for u in users) or "the model's output"
+            raise ValueError(
+                f"{where} feeds {len(users)} consumers ({consumers}): a branch "
+                f"or residual connection; prune_model prunes plain chains, so "
+                f"leave the pair ({layer!r}, {next_name!r}) out."
+            )
+        node = users[0]
+        if node.op == "call_module" and node.target == next_name:
+            return steps
+        steps.append(node.target if node.op == "call_module" else node.name)
+        if not _per_channel(model, node, pair):
             raise ValueError(
                 f"{where} reaches {next_name!r} only through {node.name} "
                 f"({node.op} {getattr(node.target, '__name__', node.target)}), "
@@ -708,11 +706,25 @@ def _check_data_flow(model, names):
                 "through; pass pairs whose layer feeds next_layer directly (through "
                 "activations, dropout, pooling, flatten and the pair's BatchNorm)."
             )
-        if bn is not None and not seen_bn:
+
+
+def _per_channel(model, node, pair):
+    """Whether traced ``node`` acts on each channel alone (the pair's BatchNorm too)."""
+    layer, next_name, bn = pair
+    if node.op in ("call_function", "call_method"):
+        return getattr(node.target, "__name__", str(node.target)) in _PER_CHANNEL_CALLS
+    if node.op != "call_module":
+        return False
+    module = model.get_submodule(node.target)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if node.target != bn:
             raise ValueError(
-                f"pairs batchnorm {bn!r} is not between {layer!r} and {next_name!r}; "
-                "pass the BatchNorm that normalises the layer's output."
+                f"BatchNorm {node.target!r} sits between {layer!r} and "
+                f"{next_name!r} but is not in the pair; pass "
+                f"({layer!r}, {next_name!r}, {node.target!r})."
             )
+        return True
+    return isinstance(module, _PER_CHANNEL_MODULES)
 
 
 def _check_runs(model, data, name=None):

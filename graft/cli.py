@@ -28,92 +28,63 @@ __all__ = ["main"]
 _WATTS_PER_CORE = 10.0
 
 
+# The flags of `graft run`: (flag, argparse options). Help texts say what the
+# value means; argparse adds the default.
+_RUN_FLAGS = (
+    ("--dataset", {"default": "auto", "choices": ["auto", "digits", "fashion-mnist",
+        "mnist"], "help": "auto: Fashion-MNIST if its files are found, else digits"}),
+    ("--data-dir", {"default": None, "help": "folder of the IDX files"}),
+    ("--model", {"default": "mlp", "choices": ["mlp", "cnn"],
+        "help": "mlp: 256-128 hidden units; cnn: two conv layers"}),
+    ("--selectors", {"default": "full,random,infobatch,graft",
+        "help": "comma-separated: full, full-short (full data for fraction x "
+        "epochs), random, infobatch, graft, sage"}),
+    ("--fraction", {"type": float, "default": 0.3,
+        "help": "share of the data a subset selector keeps"}),
+    ("--epochs", {"type": int, "default": None,
+        "help": "None: 8 on Fashion-MNIST and MNIST, 15 on digits"}),
+    ("--seeds", {"type": int, "default": 3, "help": "runs per selector"}),
+    ("--mode", {"default": "refresh", "choices": ["refresh", "online"],
+        "help": "refresh: selection rounds; online: every batch reduced"}),
+    ("--refresh-every", {"type": int, "default": 1,
+        "help": "epochs between selection rounds (rounds from the record cost ~0)"}),
+    ("--schedule", {"default": "cosine", "choices": ["cosine", "constant"],
+        "help": "learning rate over each run's own epochs: cosine decays to ~0"}),
+    ("--duplicates", {"type": float, "default": 0.0,
+        "help": "share of the training set replaced by near-duplicates"}),
+    ("--label-noise", {"type": float, "default": 0.0,
+        "help": "share of the training labels flipped to another class"}),
+    ("--imbalance", {"type": float, "default": 10.0,
+        "help": "largest over smallest training class (long tail, the main job); "
+        "1: balanced"}),
+    ("--no-clean", {"action": "store_true",
+        "help": "with a corruption flag, skip the same runs on the clean data"}),
+    ("--eps", {"type": float, "default": 0.1,
+        "help": "GRAFT's residual target (sets how many directions a class keeps)"}),
+    ("--warm-start", {"type": int, "default": 0,
+        "help": "epochs on random subsets before the first selection round"}),
+    ("--batch-size", {"type": int, "default": 128, "help": "samples per batch"}),
+    ("--lr", {"type": float, "default": 1e-3, "help": "Adam's peak learning rate"}),
+    ("--train-size", {"type": int, "default": None,
+        "help": "random subset of the training set (None: all of it)"}),
+    ("--threads", {"type": int, "default": 2, "help": "torch CPU threads"}),
+    ("--out", {"default": "graft-run", "help": "folder of report.json and plots"}),
+    ("--overwrite", {"action": "store_true",
+        "help": "replace the report already in --out (else: refuse)"}),
+    ("--quiet", {"action": "store_true", "help": "no per-epoch lines"}),
+)  # fmt: skip
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="graft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="compare selectors on an offline dataset")
-    run.add_argument(
-        "--dataset",
-        default="auto",
-        choices=["auto", "digits", "fashion-mnist", "mnist"],
-        help="auto: Fashion-MNIST if its files are found, else digits",
+    run = sub.add_parser(
+        "run",
+        help="compare selectors on an offline dataset",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("--data-dir", default=None, help="folder of the IDX files")
-    run.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
-    run.add_argument(
-        "--selectors",
-        default="full,random,infobatch,graft",
-        help="comma-separated: full, full-short (full data for fraction x epochs), "
-        "random, infobatch, graft, sage",
-    )
-    run.add_argument("--fraction", type=float, default=0.3)
-    run.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="default: 8 on Fashion-MNIST and MNIST, 15 on digits",
-    )
-    run.add_argument("--seeds", type=int, default=3)
-    run.add_argument("--mode", default="refresh", choices=["refresh", "online"])
-    run.add_argument(
-        "--refresh-every",
-        type=int,
-        default=1,
-        help="epochs between selection rounds (rounds from the record cost ~0)",
-    )
-    run.add_argument(
-        "--schedule",
-        default="cosine",
-        choices=["cosine", "constant"],
-        help="learning rate over each run's own epochs: cosine decays to ~0",
-    )
-    run.add_argument(
-        "--duplicates",
-        type=float,
-        default=0.0,
-        help="share of the training set replaced by near-duplicates",
-    )
-    run.add_argument(
-        "--label-noise",
-        type=float,
-        default=0.0,
-        help="share of the training labels flipped to another class",
-    )
-    run.add_argument(
-        "--imbalance",
-        type=float,
-        default=10.0,
-        help="largest over smallest training class (long tail; default 10, the "
-        "main job); 1: balanced",
-    )
-    run.add_argument(
-        "--no-clean",
-        action="store_true",
-        help="with a corruption flag, skip the same runs on the clean data",
-    )
-    run.add_argument("--eps", type=float, default=0.1, help="GRAFT residual target")
-    run.add_argument(
-        "--warm-start",
-        type=int,
-        default=0,
-        help="epochs on random subsets before the first selection round",
-    )
-    run.add_argument("--batch-size", type=int, default=128)
-    run.add_argument("--lr", type=float, default=1e-3)
-    run.add_argument(
-        "--train-size",
-        type=int,
-        default=None,
-        help="random subset of the training set (default: all of it)",
-    )
-    run.add_argument("--threads", type=int, default=2)
-    run.add_argument("--out", default="graft-run")
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the report already in --out (default: refuse)",
-    )
-    run.add_argument("--quiet", action="store_true")
+    for flag, options in _RUN_FLAGS:
+        run.add_argument(flag, **options)
     return parser
 
 
