@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from maxvol_kit._maxvol import certify, coefficients, greedy_volume, log_volume
-from maxvol_kit._validation import check_int, check_matrix, check_tol
+from maxvol_kit._validation import (
+    check_int,
+    check_matrix,
+    check_tol,
+    times_power_of_two,
+)
 
 __all__ = ["SkeletonResult", "skeleton"]
 
@@ -133,7 +138,7 @@ def skeleton(M, rank, *, tol=1.05, max_iter=50) -> SkeletonResult:
         rows=backend.indices(rows),
         columns=backend.indices(cols),
         left=coefficients(columns_of(cols), rows, backend),
-        right=rows_of(rows) * 2.0**e if e else rows_of(rows),  # caller's units
+        right=times_power_of_two(rows_of(rows), e, backend),  # caller's units
         n_iter=n_iter,
         converged=converged,
         log_volume=log_volume(core, backend) + rank * e * math.log(2.0),

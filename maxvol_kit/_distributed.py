@@ -50,6 +50,7 @@ from maxvol_kit._validation import (
     check_matrix,
     check_tol,
     rescaled,
+    times_power_of_two,
 )
 
 __all__ = ["tournament_maxvol"]
@@ -153,10 +154,11 @@ def _merge(sets, method, n_candidates, tol):
     return idx[pos], rows[pos]
 
 
-def _check_block(block, start, S, selected, tol, n_offenders):
+def _check_block(block, start, S, e, selected, tol, n_offenders):
     """``max|C|`` of a block and its rows with the largest entries above ``tol``.
 
-    ``C = X S`` with ``S = A[I]^-1``; the selected rows (global indices
+    ``C = (X 2^-e) S`` with ``S = (A[I] 2^-e)^-1`` (a safe scale, the same
+    ``C``); the selected rows (global indices
     ``selected``) have unit rows in exact arithmetic and are left out.
     Returns ``(max|C| over the other rows, their global indices, rows,
     row maxima)``.
@@ -166,7 +168,8 @@ def _check_block(block, start, S, selected, tol, n_offenders):
     xp, ops = backend.xp, backend.ops
     n_b = X.shape[0]
     # In float64 whatever the input: a float32 C is off by eps * cond(A[I]).
-    C = xp.astype(X, xp.float64) @ backend.asarray(S, dtype=xp.float64)
+    X64 = times_power_of_two(xp.astype(X, xp.float64), -e, backend)
+    C = X64 @ backend.asarray(S, dtype=xp.float64)
     row_max = np.asarray(ops.to_host(ops.row_absmax(C)), dtype=np.float64)
     inside = selected[(selected >= start) & (selected < start + n_b)] - start
     row_max[inside] = -np.inf
@@ -177,10 +180,10 @@ def _check_block(block, start, S, selected, tol, n_offenders):
     return value, start + top, np.asarray(rows, dtype=np.float64), row_max[top]
 
 
-def _coefficient_block(X, S, selected, block_info=None):
-    """``X S`` with the selected rows set to exact unit rows (for ``map_blocks``)."""
+def _coefficient_block(X, S, e, selected, block_info=None):
+    """``(X 2^-e) S`` with the selected rows exact unit rows (for ``map_blocks``)."""
     start = block_info[0]["array-location"][0][0]
-    C = X @ S.astype(X.dtype)
+    C = times_power_of_two(X, -e, get_backend(X)) @ S.astype(X.dtype)
     inside = (selected >= start) & (selected < start + X.shape[0])
     C[selected[inside] - start] = np.eye(S.shape[0], dtype=X.dtype)[inside]
     return C
@@ -388,10 +391,15 @@ def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offend
     sel = pool_idx[np.asarray(first.indices)]  # global indices, in pick order
     n_iter, rounds = first.n_iter, 0
     check = src.runner.task(_check_block)
+    _, e = rescaled(pool_rows, backend)  # one safe scale for every pass
+
+    def scaled(rows):
+        return times_power_of_two(rows, -e, backend)
+
     while True:
-        S = np.linalg.inv(pool_rows[np.searchsorted(pool_idx, sel)])
+        S = np.linalg.inv(scaled(pool_rows[np.searchsorted(pool_idx, sel)]))
         found = src.runner.compute(
-            check(block, start, S, np.sort(sel), tol, n_offenders)
+            check(block, start, S, e, np.sort(sel), tol, n_offenders)
             for block, start in zip(src.blocks, src.starts, strict=True)
         )
         value = max([1.0] + [f[0] for f in found])
@@ -402,7 +410,7 @@ def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offend
             [(pool_idx, pool_rows)] + [(f[1], f[2]) for f in found]
         )
         pos = np.searchsorted(pool_idx, sel)
-        swaps = certify(pool_rows, pos, tol, 100 * r, backend).n_iter
+        swaps = certify(scaled(pool_rows), pos, tol, 100 * r, backend).n_iter
         sel = pool_idx[pos]
         n_iter += swaps
         rounds += 1
@@ -412,20 +420,23 @@ def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offend
         indices=sel,
         n_iter=n_iter,
         converged=value <= tol,
-        log_volume=log_volume(pool_rows[np.searchsorted(pool_idx, sel)], backend),
-        _coefficients=_lazy_coefficients(src, S, sel),
+        log_volume=log_volume(
+            scaled(pool_rows[np.searchsorted(pool_idx, sel)]), backend
+        )
+        + r * e * math.log(2.0),
+        _coefficients=_lazy_coefficients(src, S, e, sel),
         _source=None if src.dask_array is not None else src.numpy,
     )
     info = {"max_abs_c": value, "rounds": rounds, "pool_size": int(pool_idx.size)}
     return result, info
 
 
-def _lazy_coefficients(src, S, sel):
+def _lazy_coefficients(src, S, e, sel):
     """``C = A A[I]^-1`` as a lazy Dask array (Dask input only), else None."""
     if src.dask_array is None:
         return None
     A = src.dask_array
-    return A.map_blocks(_coefficient_block, S, sel, dtype=A.dtype)
+    return A.map_blocks(_coefficient_block, S, e, sel, dtype=A.dtype)
 
 
 def tournament_maxvol(

@@ -237,15 +237,14 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
             ConvergenceWarning,
             stacklevel=3,
         )
-    s = singular_values(backend.xp.take(A, backend.indices(idx), axis=0), backend)
-    if not well_conditioned(s, A, backend):  # C is roundoff: A lacks the rank
-        found = min(numerical_rank(A, backend), A.shape[1] - 1)
-        raise _greedy_rank_error(A, found, A.shape[1])
+    # The starts are full rank (greedy pivots above the rank floor, an LU or
+    # user start checked by its singular values) and swaps only grow the volume.
+    sub = backend.xp.take(A, backend.indices(idx), axis=0)
     return MaxVolResult(
         indices=backend.indices(idx),
         n_iter=n_iter,
         converged=converged,
-        log_volume=float(np.sum(np.log(s))),
+        log_volume=small.log_abs_det(sub) if small_path else log_volume(sub, backend),
         _coefficients=C,
     )
 
@@ -341,13 +340,15 @@ def _start_rows(A, init, start, backend):
     if init != "lu":
         raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
     if small.is_small(A, backend):  # rows and C from one LU
-        idx, _, C = small.lu_coefficients(A)
+        idx, rcond, C = small.lu_coefficients(A)
+        full_rank = rcond > rank_floor(A, backend)
     else:
         (idx, _), C = backend.ops.lu_pivot_rows(A), None
+        sub = backend.xp.take(A, backend.indices(idx), axis=0)
+        full_rank = well_conditioned(singular_values(sub, backend), A, backend)
     # LU pivots are not rank-revealing: a start whose rows are not well
     # conditioned gives way to the greedy one, or to the rank error.
-    sub = backend.xp.take(A, backend.indices(idx), axis=0)
-    if not well_conditioned(singular_values(sub, backend), A, backend):
+    if not full_rank:
         found = numerical_rank(A, backend)
         if found == r:
             return greedy_volume(A, r, backend)[0], None

@@ -25,6 +25,7 @@ __all__ = [
     "greedy_coefficients",
     "greedy_pivots",
     "is_small",
+    "log_abs_det",
     "lu_coefficients",
     "on_host",
     "swaps",
@@ -97,17 +98,21 @@ def greedy_coefficients(A, floor):
 
 
 def lu_coefficients(A):
-    """The rows LU with partial pivoting picks, ``diag(U)`` and ``C``, from one LU.
+    """The rows LU with partial pivoting picks, their ``rcond`` and ``C``, from one LU.
 
     With ``A[perm] = L U``, ``A[rows] = L11 U`` and the other rows are
     ``L21 U``, so their coefficients are ``L21 L11^-1``: one unit triangular
-    solve. ``C`` is meaningful only when ``U`` is nonsingular.
+    solve. ``rcond`` is LAPACK gecon's estimate of ``1 / cond_1(A[rows])``
+    from the same factors (LU pivots are not rank-revealing; this is). ``C``
+    is meaningful only when ``rcond`` is not roundoff.
     """
     n, r = A.shape
-    (getrf,) = scipy.linalg.get_lapack_funcs(("getrf",), (A,))
+    getrf, gecon = scipy.linalg.get_lapack_funcs(("getrf", "gecon"), (A,))
     lu, piv, _ = getrf(np.array(A, order="F"), overwrite_a=True)
     perm = ipiv_to_permutation(piv, n, r)
     rows = perm[:r].astype(np.int64)
+    anorm = float(np.abs(A[rows]).sum(axis=0).max())
+    rcond, _ = gecon(np.asfortranarray(lu[:r]), anorm, norm="1")
     C = np.empty_like(A)
     C[rows] = np.eye(r, dtype=A.dtype)
     if n > r:  # L11^T X = L21^T, so X^T = L21 L11^-1
@@ -120,7 +125,7 @@ def lu_coefficients(A):
             check_finite=False,
         )
         C[perm[r:]] = X.T
-    return rows, np.diagonal(lu).copy(), C
+    return rows, float(rcond), C
 
 
 def _geqp3(A, k, floor, basis):
@@ -166,3 +171,8 @@ def swaps(C, idx, tol, max_iter):
         C[idx] = eye
         n_iter += 1
     return n_iter, float(np.abs(C).max())
+
+
+def log_abs_det(S):
+    """``log|det S|`` of a small square matrix, through its LU factors."""
+    return float(np.linalg.slogdet(S)[1])

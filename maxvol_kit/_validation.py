@@ -21,9 +21,12 @@ __all__ = [
     "check_tol",
     "rank_deficient_error",
     "rescaled",
+    "times_power_of_two",
 ]
 
 _SUPPORTED = ("float32", "float64")
+# max|A| in [2^-L, 2^L] needs no rescaling: an eighth of the exponent range.
+_SAFE_EXPONENT = {name: int(np.finfo(name).maxexp) // 8 for name in _SUPPORTED}
 
 
 class ConvergenceWarning(UserWarning):
@@ -109,15 +112,25 @@ def rescaled(A, backend):
 
 def _rescale(A, backend, peak):
     """:func:`rescaled` once ``peak = max|A|`` (finite) is known."""
-    xp = backend.xp
-    info = np.finfo(np.dtype(str(A.dtype).rsplit(".", 1)[-1]))
-    limit = info.maxexp // 8
+    limit = _SAFE_EXPONENT[_numpy_dtype(A).name]
+    if np.ndim(peak) == 0 and (peak == 0 or 2.0**-limit <= peak <= 2.0**limit):
+        return A, 0  # nothing to do (most calls)
     _, e = np.frexp(peak)
     e = np.where((peak == 0) | (np.abs(e) <= limit), 0, e).astype(np.int64)
     if not e.any():
         return A, (e if A.ndim == 3 else 0)
-    step_limit = info.maxexp - 3  # 2**step is representable in A's dtype
-    left = -e
+    return times_power_of_two(A, -e, backend), (e if A.ndim == 3 else int(e))
+
+
+def times_power_of_two(A, e, backend):
+    """``A * 2^e``, exactly, in steps whose factors ``A``'s dtype can hold.
+
+    ``e`` is an int, or an int array of shape (b,) for a stack (one exponent
+    per problem). Undoes :func:`rescaled` with ``e`` its exponent.
+    """
+    xp = backend.xp
+    step_limit = np.finfo(_numpy_dtype(A)).maxexp - 3  # 2**step is representable
+    left = np.asarray(e, dtype=np.int64)
     while left.any():
         step = np.clip(left, -step_limit, step_limit)
         if A.ndim == 3:
@@ -126,7 +139,11 @@ def _rescale(A, backend, peak):
         else:
             A = A * float(2.0 ** int(step))
         left = left - step
-    return A, (e if A.ndim == 3 else int(e))
+    return A
+
+
+def _numpy_dtype(A):
+    return np.dtype(str(A.dtype).rsplit(".", 1)[-1])
 
 
 def _check_dtype(A, name):
@@ -221,6 +238,8 @@ def _check_values(A, name, tall, rescale):
 
 def _peaks(A, backend):
     """``max|A|`` (per problem for a stack) on the host; NaN if A holds one."""
+    if isinstance(A, np.ndarray) and A.ndim == 2:  # the small problems' fast path
+        return np.float64(max(A.max(), -A.min()))
     xp = backend.xp
     axes = tuple(range(1, A.ndim)) if A.ndim == 3 else None
     peak = xp.maximum(xp.max(A, axis=axes), -xp.min(A, axis=axes))
