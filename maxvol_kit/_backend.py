@@ -52,6 +52,15 @@ def _ipiv_to_rows(piv, n, r):
     return ipiv_to_permutation(piv, n, r)[:r].copy()
 
 
+def _partition_top_k(module, scores, k):
+    """``top_k`` through ``module.argpartition`` (NumPy and CuPy): no full sort."""
+    n = scores.shape[0]
+    if k >= n:
+        return module.arange(n), -math.inf
+    part = module.argpartition(scores, n - k - 1)
+    return part[n - k :], float(scores[part[n - k - 1]])
+
+
 class _GenericOps:
     """Adapter written against the array API alone (slow paths are fine here)."""
 
@@ -256,11 +265,7 @@ class _NumpyOps(_GenericOps):
         return _ipiv_to_rows(piv, *A.shape), np.diagonal(lu).copy()
 
     def top_k(self, scores, k):
-        n = scores.shape[0]
-        if k >= n:
-            return np.arange(n), -np.inf
-        part = np.argpartition(scores, n - k - 1)
-        return part[n - k :], float(scores[part[n - k - 1]])
+        return _partition_top_k(np, scores, k)
 
     def absmax(self, C):
         # max and min are two reductions without the temporary of abs(C).
@@ -412,11 +417,7 @@ class _CupyOps(_GenericOps):
     def top_k(self, scores, k):
         import cupy
 
-        n = scores.shape[0]
-        if k >= n:
-            return cupy.arange(n), -math.inf
-        part = cupy.argpartition(scores, n - k - 1)
-        return part[n - k :], float(scores[part[n - k - 1]])
+        return _partition_top_k(cupy, scores, k)
 
     def set_rows(self, X, rows, values):
         X[self.xp.asarray(np.asarray(rows))] = values
