@@ -40,6 +40,7 @@ from maxvol_kit._maxvol import (
     _RankDeficient,
     certify,
     fast_maxvol,
+    in_caller_units,
     log_volume,
 )
 from maxvol_kit._rect import rect_maxvol
@@ -422,11 +423,11 @@ def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offend
         converged=value <= tol,
         log_volume=log_volume(
             scaled(pool_rows[np.searchsorted(pool_idx, sel)]), backend
-        )
-        + r * e * math.log(2.0),
+        ),
         _coefficients=_lazy_coefficients(src, S, e, sel),
         _source=None if src.dask_array is not None else src.numpy,
     )
+    result = in_caller_units(result, e, r, backend)
     info = {"max_abs_c": value, "rounds": rounds, "pool_size": int(pool_idx.size)}
     return result, info
 

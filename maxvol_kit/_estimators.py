@@ -59,7 +59,7 @@ from maxvol_kit._sklearn_compat import (
     indexable,
     validate_data,
 )
-from maxvol_kit._validation import rescaled
+from maxvol_kit._validation import rescaled, unmasked
 
 __all__ = [
     "FrequentDirections",
@@ -79,12 +79,7 @@ def _plain(X):
     tensor that requires grad; both are settled here, before validation.
     """
     if isinstance(X, np.ma.MaskedArray):
-        if np.ma.getmaskarray(X).any():
-            raise ValueError(
-                f"X is a masked array with {int(np.ma.count_masked(X))} masked "
-                "entries; fill them (X.filled(value)) or drop those rows first."
-            )
-        return np.asarray(X.data)
+        return unmasked(X, "X")
     if getattr(X, "requires_grad", False) and hasattr(X, "detach"):
         return X.detach()
     return X

@@ -22,6 +22,7 @@ __all__ = [
     "rank_deficient_error",
     "rescaled",
     "times_power_of_two",
+    "unmasked",
 ]
 
 _SUPPORTED = ("float32", "float64")
@@ -69,12 +70,7 @@ def _unwrap_container(A, name):
             "e.g. with TruncatedSVD)."
         )
     if isinstance(A, np.ma.MaskedArray):
-        if np.ma.getmaskarray(A).any():
-            raise ValueError(
-                f"{name} is a masked array with {int(np.ma.count_masked(A))} masked "
-                f"entries; fill them ({name}.filled(value)) or drop those rows first."
-            )
-        return np.asarray(A.data)
+        return unmasked(A, name)
     if isinstance(A, np.matrix):
         return np.asarray(A)
     if isinstance(A, np.ndarray) and not A.dtype.isnative:  # big-endian data
@@ -92,6 +88,16 @@ def _unwrap_container(A, name):
                 "pass a tensor that holds values."
             )
     return A
+
+
+def unmasked(A, name):
+    """The data of masked array ``A``; a ValueError if any entry is masked."""
+    if np.ma.getmaskarray(A).any():
+        raise ValueError(
+            f"{name} is a masked array with {int(np.ma.count_masked(A))} masked "
+            f"entries; fill them ({name}.filled(value)) or drop those rows first."
+        )
+    return np.asarray(A.data)
 
 
 def rescaled(A, backend):
@@ -142,12 +148,17 @@ def times_power_of_two(A, e, backend):
     return A
 
 
+def _dtype_name(A):
+    """``"float64"`` for NumPy's, torch's and CuPy's float64 alike."""
+    return str(A.dtype).rsplit(".", 1)[-1]
+
+
 def _numpy_dtype(A):
-    return np.dtype(str(A.dtype).rsplit(".", 1)[-1])
+    return np.dtype(_dtype_name(A))
 
 
 def _check_dtype(A, name):
-    kind = str(A.dtype).rsplit(".", 1)[-1]
+    kind = _dtype_name(A)
     if kind in _SUPPORTED:
         return
     if "bool" in kind:
