@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graft._checks import check_count
+
 __all__ = [
     "FASHION_MNIST_DIR",
     "corrupt",
@@ -353,8 +355,6 @@ def load_dataset(
     """
     import torch
     from torch.utils.data import TensorDataset
-
-    from graft._checks import check_count
 
     if train_size is not None:
         train_size = check_count("train_size", train_size, example=5000)

@@ -17,6 +17,7 @@ pair computes what the original computes on the span of the kept channels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import operator
@@ -541,24 +542,20 @@ def collect_activations(
     if max_samples is not None:
         max_samples = check_count("max_samples", max_samples, example=2048)
     batch_size = check_count("batch_size", batch_size, example=256)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else None
     captured, count = [], 0
 
     def hook(_module, args):
         captured.append(args[0].detach())
         raise _Captured
 
-    modes = [(m, m.training) for m in model.modules()]
     handle = module.register_forward_pre_hook(hook)
-    model.eval()
     try:
-        with torch.no_grad():
+        with _evaluating(model):
             for x in _batches(data, batch_size):
                 if max_samples is not None and count >= max_samples:
                     break
                 try:
-                    model(x.to(device) if device is not None else x)
+                    model(_on_device(x, model))
                 except _Captured:
                     count += len(captured[-1])
                 else:
@@ -568,11 +565,28 @@ def collect_activations(
                     )
     finally:
         handle.remove()
-        for m, training in modes:
-            m.training = training
     if not captured:
         raise ValueError("data is empty; pass at least one batch of inputs.")
     return torch.cat(captured)[:max_samples]
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """``model`` in eval mode without gradients; every module's own mode restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _on_device(x, model):
+    """``x`` on the device of ``model``'s parameters (as is without any)."""
+    param = next(model.parameters(), None)
+    return x if param is None else x.to(param.device)
 
 
 def _check_pairs(model, pairs):
@@ -741,11 +755,9 @@ def _check_runs(model, data, name=None):
                 f"data is {x.dtype} but the model's parameters are {weight.dtype}; "
                 f"pass data.to({weight.dtype})."
             )
-    training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(x)
+        with _evaluating(model):
+            model(_on_device(x, model))
     except Exception as exc:  # any failure, reported with the pair
         failure = f"{type(exc).__name__}: {exc}"
         if name is None:
@@ -758,8 +770,6 @@ def _check_runs(model, data, name=None):
             "pair does not match the model's data flow. The model passed in is "
             "unchanged."
         ) from exc
-    finally:
-        model.train(training)
 
 
 def _n_parameters(model):

@@ -1016,7 +1016,7 @@ def _resolve_ranks(rank, world_size):
         rank = dist.get_rank() if ready else 0
     rank = check_count("rank", rank, 0)
     world_size = check_count("world_size", world_size, 1)
-    if world_size < 1 or not 0 <= rank < world_size:
+    if rank >= world_size:
         raise ValueError(
             f"rank ({rank}) and world_size ({world_size}) must satisfy "
             "0 <= rank < world_size; pass None for both to take them from "

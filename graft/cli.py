@@ -245,8 +245,6 @@ def run(args):
     if args.epochs is None:
         args.epochs = 15 if info["name"] == "digits" else 8
     names = [s.strip() for s in args.selectors.split(",") if s.strip()]
-    for name in names:
-        _selector(name, args)  # fail on a bad name before any training
     log(
         f"graft run: {info['name']} ({len(data[''][0])} train / {len(data[''][1])} "
         f"test{', corrupted: ' + _describe(regime) if corrupted else ''}), model "
