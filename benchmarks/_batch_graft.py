@@ -14,11 +14,12 @@ import torch
 
 from graft import GraftSelector
 from graft._checks import check_flag, check_number
-from graft._features import last_layer_gradients, penultimate
 from graft._format import take
-from graft._rank import choose_rank, prefix_residuals, subset_weights
-from graft._round import budget, mean_one
-from graft._selectors import (
+from graft.selection import batchwise_round
+from graft.selection._dynamic_rank import choose_rank, prefix_residuals, subset_weights
+from graft.selection._features import last_layer_gradients, penultimate
+from graft.selection._rounds import budget, mean_one
+from graft.selection._selectors import (
     Selection,
     _candidates,
     _check_fraction,
@@ -110,7 +111,10 @@ default="embedding"
     """
 
     name = "graft-batch"
-    from_record = False  # a round passes over the data
+    reads = "data"  # a round passes over the data, batch by batch
+
+    def select_round(self, round):
+        return batchwise_round(self, round)
 
     def __init__(
         self,

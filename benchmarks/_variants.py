@@ -5,7 +5,7 @@ stratification, ...) and the SAGE variants were measured against random
 subsets and the record-based GRAFT round in docs/benchmarks.md and
 docs/sage.md and lost, so they are not ``graft run`` selectors; the tables
 that show them are rebuilt from here. ``register(name, make)`` lets
-``graft.cli.run_one`` build any of them by name.
+``graft.harness.cli.run_one`` build any of them by name.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ GRAFT_VARIANTS = {
     "graft-warm": {"sampling": "volume", "pool": None, "warm_start": 1},
 }
 SAGE_VARIANTS = {
-    "sage-top": {"keep": "top"},
-    "sage-top-overall": {"keep": "top", "class_balanced": False},
+    "sage-top": {"pick": "top"},
+    "sage-top-overall": {"pick": "top", "stratify": False},
 }
 
 

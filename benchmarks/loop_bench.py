@@ -35,7 +35,8 @@ from _page import update_page
 from torch.utils.data import DataLoader, TensorDataset
 
 from graft import Graft, Selection
-from graft._models import make_model
+from graft.harness._models import make_model
+from graft.selection import batchwise_round
 
 
 class KeepAll:
@@ -43,8 +44,11 @@ class KeepAll:
 
     name = "keep-all"
     fraction = 1.0
+    reads = "data"
     wants_embeddings = True
     layer = None
+    rounds_every_epoch = False
+    select_round = batchwise_round
 
     def select(self, model, inputs, targets, generator):
         n = len(targets)

@@ -1,6 +1,6 @@
 """Channel pruning without fine-tuning: MaxVol against magnitude and random channels.
 
-Trains the small CNN of ``graft._models`` (``make_model("cnn", ...)``) on
+Trains the small CNN of ``graft.harness._models`` (``make_model("cnn", ...)``) on
 Fashion-MNIST (scikit-learn's digits if the IDX files are absent) with the
 project's loader and training loop, then removes 50% and 75% of the channels
 of both convolutions (conv1 -> ReLU -> MaxPool -> conv2, and conv2 -> ReLU ->
@@ -42,9 +42,9 @@ import torch
 from _page import update_page
 
 from graft import Graft, prune_model, train_epoch
-from graft._data import load_dataset
-from graft._models import make_model
-from graft.cli import _evaluate
+from graft.harness._data import load_dataset
+from graft.harness._models import make_model
+from graft.harness.cli import _evaluate
 
 RATIOS = (0.5, 0.75)
 # conv1 (Sequential index 0) feeds conv2 (3) through ReLU and MaxPool; conv2

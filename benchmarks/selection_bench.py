@@ -1,7 +1,7 @@
 """When does selection beat random? Full data, random, InfoBatch and GRAFT per regime.
 
 For each training-set regime (clean; near-duplicates; symmetric label noise;
-a long tail, all from ``graft._data.corrupt`` with seed 0, the test set clean
+a long tail, all from ``graft.harness._data.corrupt`` with seed 0, the test set clean
 and balanced) and each arm, ``--seeds`` runs of the ``graft run`` protocol:
 the same model from the same initialisation, Adam with a cosine learning
 rate over the arm's own epochs, a selection round every epoch. Arms: full
@@ -35,9 +35,9 @@ from _page import update_page
 from _variants import register
 
 from graft import GraftSelector, InfoBatchSelector
-from graft._data import load_dataset
-from graft._round import _class_round, graft_round
-from graft.cli import _parser, run_one
+from graft.harness._data import load_dataset
+from graft.harness.cli import _parser, run_one
+from graft.selection._rounds import _class_round, graft_round
 
 
 class DiversePruneSelector:
@@ -55,25 +55,25 @@ class DiversePruneSelector:
     wants_embeddings = True
     layer = None
     rounds_every_epoch = True
-    from_record = True
+    reads = "record"
 
     def __init__(self, epochs, prune_ratio=0.5, delta=0.875, eps=0.1):
         self.base = InfoBatchSelector(epochs, prune_ratio=prune_ratio, delta=delta)
         self.fraction, self.eps = self.base.fraction, eps
 
-    def select_from_record(self, record, epoch, generator):
-        base = self.base
+    def select_round(self, round):
+        base, record, epoch, generator = self.base, *round[:3]
         if (
             epoch >= base.delta * base.epochs
             or record.loss is None
             or record.embedding is None
             or record.target is None
         ):
-            return base.select_from_record(record, epoch, generator)
+            return base.select_round(round)
         loss = record.loss.cpu()
         seen = torch.isfinite(loss)
         if not bool(seen.any()):
-            return base.select_from_record(record, epoch, generator)
+            return base.select_round(round)
         well = (seen & (loss < loss[seen].mean())).numpy()
         labels = record.target.cpu().numpy()
         H = record.embedding.cpu().numpy()
@@ -102,12 +102,12 @@ class ProportionalGraftSelector(GraftSelector):
     only, to show what the rule adds.
     """
 
-    def select_from_record(self, record, epoch, generator):
+    def select_round(self, round):
         return graft_round(
-            record,
+            round.record,
             self.fraction,
             self.eps,
-            generator,
+            round.generator,
             allocation="size",
             weighting="unbiased",
         )
@@ -116,9 +116,9 @@ class ProportionalGraftSelector(GraftSelector):
 class NoMaxVolGraftSelector(GraftSelector):
     """GRAFT's round without the Fast MaxVol rows: all of the budget is drawn."""
 
-    def select_from_record(self, record, epoch, generator):
+    def select_round(self, round):
         return graft_round(
-            record, self.fraction, self.eps, generator, maxvol_rows=False
+            round.record, self.fraction, self.eps, round.generator, maxvol_rows=False
         )
 
 

@@ -1,6 +1,6 @@
 """Training on a fraction of Fashion-MNIST: GRAFT variants against random subsets.
 
-Small CNN (``graft._models``), Adam 1e-3, batch 128, the same epochs for every
+Small CNN (``graft.harness._models``), Adam 1e-3, batch 128, the same epochs for every
 run; for each fraction and each selection mode (a round every
 ``--refresh-every`` epochs, or online in every batch), random subsets chosen
 as often and the GRAFT variants, against full data; ``--seeds`` seeds each.
@@ -26,8 +26,8 @@ from pathlib import Path
 from _page import update_page
 from _variants import args_for
 
-from graft._data import load_dataset
-from graft.cli import _parser, run_one
+from graft.harness._data import load_dataset
+from graft.harness.cli import _parser, run_one
 
 VARIANTS = (
     "random",

@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "(or pip install 'maxvol-kit[lightning]')."
     ) from exc
 
-from graft._wrapper import Graft
+from graft.loop import Graft
 
 __all__ = ["GraftCallback"]
 

@@ -35,10 +35,12 @@ from maxvol_kit._validation import check_int, check_matrix, rescaled
 __all__ = [
     "FrequentDirectionsSketch",
     "dense_projection",
+    "gaussian_map",
     "host_rng",
     "principal_coordinates",
     "randomized_range_finder",
     "randomized_svd",
+    "sparse_sign_map",
     "sparse_sign_projection",
     "typicality_weights",
 ]
@@ -347,9 +349,7 @@ def sparse_sign_projection(X, k, *, random_state=None):
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
-    rng = host_rng(random_state)
-    buckets = rng.integers(0, k, size=X.shape[1])
-    signs = rng.choice(np.array([-1.0, 1.0]), size=X.shape[1])
+    buckets, signs = sparse_sign_map(X.shape[1], k, random_state)
     return backend.ops.sign_scatter(X, buckets, signs, k)
 
 
@@ -370,11 +370,71 @@ def dense_projection(X, k, *, kind="gaussian", random_state=None):
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
-    rng = host_rng(random_state)
     if kind == "gaussian":
-        R = rng.standard_normal((X.shape[1], k))
+        R = gaussian_map(X.shape[1], k, random_state)
     elif kind == "rademacher":
-        R = rng.choice(np.array([-1.0, 1.0]), size=(X.shape[1], k))
+        rng = host_rng(random_state)
+        R = rng.choice(np.array([-1.0, 1.0]), size=(X.shape[1], k)) / math.sqrt(k)
     else:
         raise ValueError(f"kind ({kind!r}) must be 'gaussian' or 'rademacher'.")
-    return X @ backend.asarray(R / math.sqrt(k), dtype=X.dtype)
+    return X @ backend.asarray(R, dtype=X.dtype)
+
+
+def sparse_sign_map(d, k, random_state=None):
+    """The draws of a sparse JL map ``R^d -> R^k``: a bucket and a sign per coordinate.
+
+    The map sends ``x`` to ``z`` with ``z[h[j]] += s[j] x[j]``; inner products
+    are preserved in expectation, ``E <z, z'> = <x, x'>``. The draws are made
+    on the host in this order (buckets, then signs), so the same seed gives
+    the same map wherever it is applied.
+
+    Parameters
+    ----------
+    d, k : int
+        Input and output dimensions.
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    buckets : ndarray of shape (d,), ints in ``[0, k)``
+    signs : ndarray of shape (d,), entries +-1.0
+
+    Examples
+    --------
+    >>> from maxvol_kit.utils import sparse_sign_map
+    >>> buckets, signs = sparse_sign_map(5, 3, random_state=0)
+    >>> buckets.shape, set(signs.tolist()) <= {-1.0, 1.0}
+    ((5,), True)
+    """
+    d = check_int(d, name="d", low=1, high=2**62, fix="pass the input dimension")
+    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    rng = host_rng(random_state)
+    buckets = rng.integers(0, k, size=d)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=d)
+    return buckets, signs
+
+
+def gaussian_map(d, k, random_state=None):
+    """A Gaussian JL matrix ``R / sqrt(k)`` of shape (d, k), drawn on the host.
+
+    ``E <x R, x' R> / k = <x, x'>`` for the standard normal ``R``.
+
+    Parameters
+    ----------
+    d, k : int
+        Input and output dimensions.
+    random_state : int, numpy Generator or None
+
+    Returns
+    -------
+    ndarray of shape (d, k), float64
+
+    Examples
+    --------
+    >>> from maxvol_kit.utils import gaussian_map
+    >>> gaussian_map(4, 2, random_state=0).shape
+    (4, 2)
+    """
+    d = check_int(d, name="d", low=1, high=2**62, fix="pass the input dimension")
+    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    return host_rng(random_state).standard_normal((d, k)) / math.sqrt(k)

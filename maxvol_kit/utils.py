@@ -12,15 +12,32 @@ backends:
   centred matrix above roundoff (exact or randomized SVD, any backend).
 - :class:`FrequentDirectionsSketch` keeps a ``(<= 2 ell) x d`` sketch of
   streamed rows (the engine of :class:`maxvol_kit.FrequentDirections`).
+- :func:`sparse_sign_map` and :func:`gaussian_map` draw the random maps of
+  sparse and Gaussian JL projections on the host, in one order, so a map
+  applied by another library (graft's gradient compressors) is the same map
+  as :func:`sparse_sign_projection` and :func:`dense_projection` apply.
+- :func:`sparse_sign_projection` and :func:`dense_projection` project the
+  columns of a matrix on any backend.
 """
 
 from maxvol_kit._groups import allocate
-from maxvol_kit._sketch import FrequentDirectionsSketch, principal_coordinates
+from maxvol_kit._sketch import (
+    FrequentDirectionsSketch,
+    dense_projection,
+    gaussian_map,
+    principal_coordinates,
+    sparse_sign_map,
+    sparse_sign_projection,
+)
 from maxvol_kit._sketch import host_rng as check_random_state
 
 __all__ = [
     "FrequentDirectionsSketch",
     "allocate",
     "check_random_state",
+    "dense_projection",
+    "gaussian_map",
     "principal_coordinates",
+    "sparse_sign_map",
+    "sparse_sign_projection",
 ]

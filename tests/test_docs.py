@@ -53,7 +53,7 @@ def test_the_graft_docstring_examples_run():
     import doctest
 
     pytest.importorskip("torch")
-    import graft._wrapper
+    import graft.loop._graft
 
-    result = doctest.testmod(graft._wrapper, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(graft.loop._graft, optionflags=doctest.ELLIPSIS)
     assert result.attempted and not result.failed

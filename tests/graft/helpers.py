@@ -24,8 +24,20 @@ def per_batch_graft(*args, **kwargs):
     exercises the wrapper's per-batch round path.
     """
     from graft import GraftSelector
+    from graft.selection import batchwise_round
 
     class PerBatchGraft(GraftSelector):
-        from_record = False
+        reads = "data"
+        select_round = batchwise_round
 
     return PerBatchGraft(*args, **kwargs)
+
+
+def record_round(record, epoch, generator):
+    """The Round of a selector that reads only the record (no model, no data)."""
+    from graft.selection import Round
+
+    def no_data():
+        raise AssertionError("a round from the record loaded data")
+
+    return Round(epoch, record, generator, model=None, batches=no_data)

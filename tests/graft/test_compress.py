@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from graft._compress import (  # noqa: E402
+from graft.grass._compressors import (  # noqa: E402
     FactGraSS,
     GaussianProjection,
     GraSS,
@@ -16,7 +16,7 @@ from graft._compress import (  # noqa: E402
     SparseJL,
     hookable_layers,
 )
-from maxvol_kit._sketch import dense_projection, sparse_sign_projection  # noqa: E402
+from maxvol_kit.utils import dense_projection, sparse_sign_projection  # noqa: E402
 from tests.conftest import needs_gpu  # noqa: E402
 from tests.graft.helpers import full_batch_fit  # noqa: E402
 

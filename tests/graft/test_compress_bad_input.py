@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from graft import FactGraSS, GraSS, attribute  # noqa: E402
-from graft._compress import _NonFiniteError  # noqa: E402
+from graft.grass._compressors import _NonFiniteError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from graft._data import load_dataset, load_idx, load_mnist_like  # noqa: E402
-from graft.cli import main  # noqa: E402
+from graft.harness._data import load_dataset, load_idx, load_mnist_like  # noqa: E402
+from graft.harness.cli import main  # noqa: E402
 
 
 def _write_idx(path, array, code):
@@ -144,7 +144,7 @@ def test_graft_run_on_corrupted_data_runs_the_clean_line_beside_it(tmp_path):
 
 
 def test_cosine_schedule_decays_to_near_zero_over_each_arm():
-    from graft.cli import _epochs, _learning_rate, _parser
+    from graft.harness.cli import _epochs, _learning_rate, _parser
 
     args = _parser().parse_args(["run", "--epochs", "8", "--lr", "0.01"])
     lrs = [_learning_rate(args, e, 8) for e in range(8)]
@@ -157,7 +157,7 @@ def test_cosine_schedule_decays_to_near_zero_over_each_arm():
 
 def _no_loading(monkeypatch):
     """Make any data loading or training fail the test."""
-    import graft.cli as cli
+    import graft.harness.cli as cli
 
     def forbidden(*args, **kwargs):
         raise AssertionError("data was loaded before the flags were checked")
@@ -220,7 +220,7 @@ def test_graft_run_checks_out_before_any_training(tmp_path, monkeypatch):
 
 
 def test_graft_run_keeps_the_finished_runs_on_ctrl_c(tmp_path, monkeypatch, capsys):
-    import graft.cli as cli
+    import graft.harness.cli as cli
 
     real, calls = cli.run_one, []
 

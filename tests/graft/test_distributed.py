@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, train_epoch  # noqa: E402
-from graft._data import load_digits_split  # noqa: E402
+from graft.harness._data import load_digits_split  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 EPOCHS = 6
@@ -99,14 +99,14 @@ def _experiment(world_size, ckpt, kind="batch"):
         if graft._selected_at == epoch:
             rounds[epoch] = {
                 "union": graft._selection[0].tolist(),
-                "counts": list(graft._rank_counts),
+                "counts": list(graft._process_counts),
                 "shard": _shard(graft, epoch),
             }
     out = {
         "rounds": rounds,
         "record": record,
         "history": [
-            {k: h[k] for k in ("samples", "rank_samples", "fraction")}
+            {k: h[k] for k in ("samples", "process_samples", "fraction")}
             for h in graft.history
         ],
         "fraction": graft.fraction_achieved(),
@@ -210,7 +210,7 @@ def test_distributed_accounting_counts_the_union(runs):
         size = union[max(e for e in union if e <= epoch)]
         # Global samples: the union, each trained once, shared by the ranks.
         assert all(r["history"][epoch]["samples"] == size for r in ranks)
-        assert sum(r["history"][epoch]["rank_samples"] for r in ranks) == size
+        assert sum(r["history"][epoch]["process_samples"] for r in ranks) == size
         assert h["fraction"] == pytest.approx(size / N_TRAIN)
     assert all(r["fraction"] == ranks[0]["fraction"] for r in ranks)
 
@@ -269,10 +269,10 @@ def test_distributed_accuracy_close_to_one_process(runs):
 def test_distributed_rank_batches_are_disjoint_equal_in_number_and_never_empty(
     world_size, n
 ):
-    from graft._wrapper import _rank_batches
+    from graft.loop._processes import process_batches
 
     order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
-    per_rank = [_rank_batches(order, 16, r, world_size) for r in range(world_size)]
+    per_rank = [process_batches(order, 16, r, world_size) for r in range(world_size)]
     assert len({len(b) for b in per_rank}) == 1  # DDP needs equal step counts
     assert all(len(batch) >= 1 for b in per_rank for batch in b)
     flat = [i for b in per_rank for batch in b for i in batch]
@@ -285,13 +285,13 @@ def test_distributed_rank_and_world_size_are_checked():
     train, _ = _data()
     model = nn.Linear(64, 10)
     with pytest.raises(ValueError, match=r"rank \(2\) and world_size \(2\)"):
-        Graft(model, train, rank=2, world_size=2)
+        Graft(model, train, process_rank=2, world_size=2)
     with pytest.raises(ValueError, match="init_process_group"):
-        Graft(model, train, rank=1, world_size=2)
+        Graft(model, train, process_rank=1, world_size=2)
     with pytest.raises(TypeError, match="world_size must be a positive integer"):
-        Graft(model, train, rank=0, world_size=2.0)
+        Graft(model, train, process_rank=0, world_size=2.0)
     graft = Graft(model, train)
-    assert (graft.rank, graft.world_size) == (0, 1)
+    assert (graft.process_rank, graft.world_size) == (0, 1)
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,9 @@ def test_distributed_record_round_is_one_round_shared_by_the_ranks(record_runs):
         assert sum(counts) == budget and max(counts) - min(counts) <= 1
     for epoch in range(EPOCHS):
         assert all(r["history"][epoch]["samples"] == budget for r in record_runs)
-        assert sum(r["history"][epoch]["rank_samples"] for r in record_runs) == budget
+        assert (
+            sum(r["history"][epoch]["process_samples"] for r in record_runs) == budget
+        )
     for key in ("loss", "epoch", "embedding"):
         torch.testing.assert_close(
             first["record"][key],

@@ -6,13 +6,13 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from graft._features import (  # noqa: E402
+from graft.selection._dynamic_rank import choose_rank, prefix_residuals, subset_weights  # noqa: E402
+from graft.selection._features import (  # noqa: E402
     find_final_linear,
     last_layer_gradients,
     penultimate,
     per_sample_gradients,
 )
-from graft._rank import choose_rank, prefix_residuals, subset_weights  # noqa: E402
 
 
 def _mlp():

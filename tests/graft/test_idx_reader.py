@@ -5,7 +5,7 @@ import gzip
 import numpy as np
 import pytest
 
-from graft._data import _load_train_test, load_idx, load_mnist_like
+from graft.harness._data import _load_train_test, load_idx, load_mnist_like
 
 IMAGES, LABELS = 0x00000803, 0x00000801  # uint8, 3-D / 1-D
 
@@ -126,7 +126,7 @@ def test_test_labels_outside_the_training_classes(tmp_path):
 
 def test_graft_run_refuses_mismatched_files_before_training(tmp_path):
     pytest.importorskip("torch")
-    from graft._data import load_dataset
+    from graft.harness._data import load_dataset
 
     _write_set(tmp_path, "train", _images(4, 8, 8), np.arange(4))
     _write_set(tmp_path, "t10k", _images(4, 28, 28), np.arange(4))

@@ -17,7 +17,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 
 from graft import Graft, GraftBatch, GraftSelector, RandomSelector  # noqa: E402
-from graft._features import penultimate  # noqa: E402
+from graft.selection._features import penultimate  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 N, D, C = 240, 10, 3
@@ -194,7 +194,7 @@ def test_workers_and_a_custom_collate_serve_the_selection_exactly(mode):
 
 
 def test_online_batches_are_each_batchs_selection_with_its_weights():
-    from graft._wrapper import _generator
+    from graft.loop._processes import seeded_generator
 
     X, y = _tensors()
     graft = Graft(DictModel(_net()), DictRows(X, y), mode="online", **_options())
@@ -203,7 +203,7 @@ def test_online_batches_are_each_batchs_selection_with_its_weights():
     full_batches = [list(b) for b in graft._plan]
     served = list(loader)  # no training step: the model does not change
     # The oracle: the selector on each full batch in the plain (x, y) format.
-    net, gen = _net(), _generator(3, 0, "select")
+    net, gen = _net(), seeded_generator(3, 0, "select")
     assert len(served) == len(full_batches)
     for batch, rows in zip(served, full_batches, strict=True):
         sel = GraftSelector(0.3).select(net.eval(), X[rows], y[rows], gen)

@@ -561,7 +561,7 @@ def test_result_unpacks_to_two_modules_and_survives_copy():
 
 
 def test_streaming_factor_over_many_row_blocks_matches_one_block(monkeypatch):
-    import graft._pruning as pruning
+    import graft.prune._channels as pruning
 
     first, second = nn.Conv2d(1, 6, 3).double(), nn.Conv2d(6, 2, 1).double()
     acts = torch.rand(3, 6, 5, 5, generator=_gen(), dtype=F64)  # 75 rows

@@ -15,9 +15,10 @@ from graft import (  # noqa: E402
     RandomSelector,
     SampleRecord,
 )
-from graft._data import corrupt  # noqa: E402
-from graft._round import graft_round  # noqa: E402
+from graft.harness._data import corrupt  # noqa: E402
+from graft.selection._rounds import graft_round  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
+from tests.graft.helpers import record_round  # noqa: E402
 
 
 class _Guarded(Dataset):
@@ -80,8 +81,8 @@ def test_infobatch_prunes_only_below_mean_losses_and_rescales_them():
     seen = torch.arange(100, n)
     record.write(seen, loss[100:], None, 0)
     selector = InfoBatchSelector(8, prune_ratio=r, delta=0.875)
-    kept, weights, _ = selector.select_from_record(
-        record, 1, torch.Generator().manual_seed(0)
+    kept, weights, _ = selector.select_round(
+        record_round(record, 1, torch.Generator().manual_seed(0))
     )
     mean = float(loss[100:].mean())
     well = torch.zeros(n, dtype=torch.bool)
@@ -101,10 +102,12 @@ def test_infobatch_trains_on_everything_at_the_start_and_the_end():
     record.write(torch.arange(100), torch.rand(100), None, 0)
     selector = InfoBatchSelector(8)
     gen = torch.Generator().manual_seed(0)
-    assert len(InfoBatchSelector(8).select_from_record(SampleRecord(100), 0, gen)[0])
-    assert len(selector.select_from_record(record, 6, gen)[0]) < 100
+    assert len(
+        InfoBatchSelector(8).select_round(record_round(SampleRecord(100), 0, gen))[0]
+    )
+    assert len(selector.select_round(record_round(record, 6, gen))[0]) < 100
     for epoch in (7, 8):  # from delta * epochs = 7 on
-        kept, weights, _ = selector.select_from_record(record, epoch, gen)
+        kept, weights, _ = selector.select_round(record_round(record, epoch, gen))
         assert len(kept) == 100 and torch.all(weights == 1)
 
 

@@ -8,9 +8,9 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
-import graft._selectors as selectors  # noqa: E402
+import graft.selection._selectors as selectors  # noqa: E402
 from graft import Graft, SageSelector  # noqa: E402
-from graft._features import last_layer_gradients, penultimate  # noqa: E402
+from graft.selection._features import last_layer_gradients, penultimate  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
 
 
@@ -28,9 +28,9 @@ def _model(d=6, classes=3, hidden=3, seed=0):
     return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, classes))
 
 
-def _oracle(model, X, y, fraction, balanced, keep="top"):
+def _oracle(model, X, y, fraction, balanced, how="top"):
     """Cosine of each exact last-layer gradient to the mean, top per class
-    (or evenly spaced ranks of the cosine order with keep="spread")."""
+    (or evenly spaced ranks of the cosine order with pick="spread")."""
     h, logits = penultimate(model, X)
     G = last_layer_gradients(h.double(), logits.double(), y)
     mean = G.mean(dim=0)
@@ -39,7 +39,7 @@ def _oracle(model, X, y, fraction, balanced, keep="top"):
 
     def pick(rows, kc):
         order = rows[torch.argsort(scores[rows], descending=True)]
-        if keep == "top":
+        if how == "top":
             return set(order[:kc].tolist())
         return {int(order[int((j + 0.5) * len(order) / kc)]) for j in range(kc)}
 
@@ -53,19 +53,19 @@ def _oracle(model, X, y, fraction, balanced, keep="top"):
     return chosen
 
 
-@pytest.mark.parametrize("keep", ["top", "spread"])
+@pytest.mark.parametrize("pick", ["top", "spread"])
 @pytest.mark.parametrize("balanced", [True, False])
-def test_round_keeps_the_samples_that_agree_most_with_the_mean_gradient(balanced, keep):
+def test_round_keeps_the_samples_that_agree_most_with_the_mean_gradient(balanced, pick):
     # D = 3 classes x (3 + 1) = 12 <= sketch_size: the sketch spans the whole
     # gradient space, so the scores are the exact cosines.
     data, model = _data(), _model()
-    selector = SageSelector(0.2, sketch_size=16, class_balanced=balanced, keep=keep)
+    selector = SageSelector(0.2, sketch_size=16, stratify=balanced, pick=pick)
     graft = Graft(model, data, selector=selector, batch_size=64, seed=3)
     graft.refresh(0)
     chosen = graft.state_dict()["selected_indices"].tolist()
     assert len(chosen) == len(set(chosen)) == 60
     X, y = data.tensors
-    assert set(chosen) == _oracle(model, X, y, 0.2, balanced, keep)
+    assert set(chosen) == _oracle(model, X, y, 0.2, balanced, pick)
 
 
 def test_online_selection_is_the_round_within_the_batch():
@@ -125,7 +125,7 @@ def test_a_failed_round_keeps_the_previous_selection():
         ({"sketch_size": 0}, r"sketch_size \(0\)"),
         ({"sketch_size": 2.5}, r"sketch_size must be a positive integer, got float"),
         ({"features": "embedding"}, r"features \('embedding'\)"),
-        ({"keep": "bottom"}, r"keep \('bottom'\) must be 'spread' or 'top'"),
+        ({"pick": "bottom"}, r"pick \('bottom'\) must be 'spread' or 'top'"),
     ],
 )
 def test_bad_options_name_the_parameter(options, pattern):

@@ -8,7 +8,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, RandomSelector  # noqa: E402
-from graft._models import make_model  # noqa: E402
+from graft.harness._models import make_model  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def test_same_seed_same_selection_and_different_seed_differs():
 
 def test_failed_round_keeps_the_previous_selection_and_the_model():
     class Failing(RandomSelector):
-        def select_from_record(self, record, epoch, generator):
+        def select_round(self, round):
             raise ValueError("non-finite features in the batch")
 
     graft = Graft(_model(), _data(), selector=RandomSelector(0.3), refresh_every=1)

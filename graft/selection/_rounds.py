@@ -1,11 +1,13 @@
 """Selection rounds that read the per-sample record instead of the data.
 
-A record-based selector has ``select_from_record(record, epoch, generator)``
-and returns ``(dataset_indices, weights, ranks)`` for the whole dataset. It
-reads what the training passes left in :class:`graft.SampleRecord` (losses,
-class labels, the embeddings entering the final ``nn.Linear``): no forward
-pass, no loading. Samples the record has not seen yet (epoch -1) are kept or
-drawn uniformly, never dropped for lack of information.
+A record-based selector (``reads = "record"``) takes a
+:class:`graft.selection.Round` and returns a
+:class:`graft.selection.RoundSelection` ``(dataset_indices, weights, ranks)``
+for the whole dataset. It reads what the training passes left in
+:class:`graft.SampleRecord` (losses, class labels, the embeddings entering
+the final ``nn.Linear``): no forward pass, no loading. Samples the record has
+not seen yet (epoch -1) are kept or drawn uniformly, never dropped for lack
+of information.
 
 - :func:`uniform_round` is what :class:`graft.RandomSelector` does in a round.
 - :class:`InfoBatchSelector` is InfoBatch (Qin et al., ICLR 2024): soft
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from graft._checks import check_count, check_number
+from graft.selection._protocol import Round, RoundSelection
 from maxvol_kit import fast_maxvol
 from maxvol_kit.utils import allocate
 
@@ -45,7 +48,7 @@ def uniform_round(n_samples, fraction, generator):
     """A uniformly random ``fraction`` of the dataset, weight 1 (no data read)."""
     k = budget(fraction, n_samples)
     chosen, _ = _uniform(torch.arange(n_samples), k, generator)
-    return chosen.sort().values, torch.ones(k), [k]
+    return RoundSelection(chosen.sort().values, torch.ones(k), [k])
 
 
 class InfoBatchSelector:
@@ -83,10 +86,10 @@ class InfoBatchSelector:
     """
 
     name = "infobatch"
+    reads = "record"  # the training losses
     wants_embeddings = False
     layer = None
     rounds_every_epoch = True
-    from_record = True
 
     def __init__(self, epochs, *, prune_ratio=0.5, delta=0.875):
         self.epochs = check_count("epochs", epochs, example=8)  # of training
@@ -102,21 +105,22 @@ class InfoBatchSelector:
         """The expected share kept when half the samples are well learned."""
         return 1.0 - self.prune_ratio / 2
 
-    def select_from_record(self, record, epoch, generator):
+    def select_round(self, round: Round) -> RoundSelection:
         """The epoch's kept samples and their weights."""
+        record, epoch, generator = round.record, round.epoch, round.generator
         n = record.n_samples
         everything = torch.arange(n)
         if epoch >= self.delta * self.epochs or record.loss is None:
-            return everything, torch.ones(n), [n]
+            return RoundSelection(everything, torch.ones(n), [n])
         loss = record.loss.cpu()
         seen = torch.isfinite(loss)
         if not bool(seen.any()):
-            return everything, torch.ones(n), [n]
+            return RoundSelection(everything, torch.ones(n), [n])
         well = seen & (loss < loss[seen].mean())
         pruned = well & (torch.rand(n, generator=generator) < self.prune_ratio)
         kept = torch.nonzero(~pruned)[:, 0]
         weights = torch.where(well[kept], 1.0 / (1.0 - self.prune_ratio), 1.0)
-        return kept, weights, [len(kept)]
+        return RoundSelection(kept, weights, [len(kept)])
 
 
 def graft_round(
@@ -182,7 +186,7 @@ def graft_round(
         weights = torch.cat([mean_one(1.0 / p) for p in inclusion])
     else:
         weights = mean_one(1.0 / torch.cat(inclusion))
-    return torch.cat(chosen), weights.float(), ranks
+    return RoundSelection(torch.cat(chosen), weights.float(), ranks)
 
 
 def _allocation(rule, record, labels, classes, counts, k):

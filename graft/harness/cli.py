@@ -150,7 +150,7 @@ def run_one(args, name, seed, train, test, info, log):
     import torch
 
     from graft import Graft, train_epoch
-    from graft._models import make_model
+    from graft.harness._models import make_model
 
     torch.manual_seed(seed)
     model = make_model(args.model, info["in_shape"], info["n_classes"])
@@ -206,7 +206,7 @@ def run_one(args, name, seed, train, test, info, log):
 
 
 def _load(args, regime):
-    from graft._data import load_dataset
+    from graft.harness._data import load_dataset
 
     return load_dataset(
         args.dataset, data_dir=args.data_dir, train_size=args.train_size, **regime
@@ -228,7 +228,7 @@ def run(args):
     """``graft run``: the experiment, the table, the report."""
     import torch
 
-    from graft._report import format_table, write_report
+    from graft.harness._report import format_table, write_report
 
     torch.set_num_threads(args.threads)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -332,7 +332,7 @@ def _check_args(args):
 
 def _check_data_dir(args):
     """``--dataset`` / ``--data-dir`` that would train on something else, refused."""
-    from graft._data import _find
+    from graft.harness._data import _find
 
     if args.data_dir is None:
         if args.dataset == "mnist":

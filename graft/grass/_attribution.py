@@ -19,7 +19,7 @@ import numbers
 
 import torch
 
-from graft._compress import (
+from graft.grass._compressors import (
     _GRADIENT_FIX,
     FactGraSS,
     _check_dim,

@@ -10,7 +10,7 @@ loss, optimizer, scheduler, AMP and gradient accumulation. Graft adds:
 - :meth:`Graft.set_epoch`, which runs a selection round when one is due;
 - :meth:`Graft.update`, one call per step: the weighted mean of the
   per-sample losses, and the per-sample record (loss, embedding) of the
-  training pass (``graft._record``).
+  training pass (``graft.selection._record``).
 
 Two modes:
 
@@ -23,7 +23,7 @@ Two modes:
   for the batch.
 
 Indices are exact under shuffling, ``num_workers > 0``, prefetching,
-persistent workers and ``torch.distributed`` (each rank selects within its
+persistent workers and ``torch.distributed`` (each process selects within its
 shard; the selections and the record are all-gathered). All randomness comes
 from generators seeded by ``(seed, epoch)``, so a run resumed from
 ``state_dict()`` selects and trains exactly as an uninterrupted one.
@@ -34,14 +34,11 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-import zlib
-from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, Sampler
+from torch.utils.data import DataLoader
 
 from graft._checks import check_choice, check_count, check_flag
-from graft._features import find_final_linear
 from graft._format import (
     BatchFormat,
     Classifier,
@@ -49,10 +46,29 @@ from graft._format import (
     IndexedDataset,
     to_device,
 )
-from graft._record import SampleRecord
-from graft._selectors import RandomSelector
+from graft.loop._batches import GraftBatch, GraftBatchSampler, GraftLoader
+from graft.loop._checks import (
+    check_dataset,
+    check_device,
+    check_model_type,
+    check_selector,
+    check_state,
+    check_targets,
+)
+from graft.loop._processes import (
+    all_gather,
+    process_batches,
+    resolve_processes,
+    seeded_generator,
+    select_stream,
+    unwrap,
+)
+from graft.selection._features import find_final_linear
+from graft.selection._protocol import Round
+from graft.selection._record import SampleRecord
+from graft.selection._selectors import RandomSelector
 
-__all__ = ["Graft", "GraftBatch", "GraftBatchSampler", "GraftLoader", "train_epoch"]
+__all__ = ["Graft"]
 
 # DataLoader options that the selection rounds' loaders take over from
 # Graft.dataloader(), so that they read the data the same way.
@@ -71,101 +87,6 @@ _SAMPLER_OPTIONS = {
     "batch_sampler": "Graft's batch sampler",
     "drop_last": "Graft(drop_last=...)",
 }
-
-
-class GraftBatch(NamedTuple):
-    """A training batch: ``loss = graft.update(batch, per_sample_losses)``.
-
-    A named tuple, so that ``data, weights, indices = batch`` unpacks it and
-    Lightning moves it between devices.
-
-    Attributes
-    ----------
-    data : any
-        What the collate function made of the samples' rows.
-    weights : Tensor of shape (batch_size,)
-        Their loss weights (non-negative; ones unless the selector weights
-        its picks).
-    indices : Tensor of shape (batch_size,)
-        Their indices in the training dataset.
-    """
-
-    data: Any
-    weights: torch.Tensor
-    indices: torch.Tensor
-
-
-def _generator(seed, epoch, stream):
-    """A torch generator for one purpose of one epoch (exact on resume).
-
-    ``zlib.crc32`` rather than ``hash``: string hashes change between
-    processes, and a resumed run must draw the same numbers.
-    """
-    return torch.Generator().manual_seed(
-        zlib.crc32(f"{seed}:{epoch}:{stream}".encode())
-    )
-
-
-def _check_model_type(model):
-    if model is not None and not isinstance(model, torch.nn.Module):
-        raise TypeError(
-            f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a "
-            "function in an nn.Module whose forward calls it."
-        )
-
-
-def _reads_record(selector):
-    """Whether a round of ``selector`` reads the record instead of the data."""
-    return bool(getattr(selector, "from_record", False)) and callable(
-        getattr(selector, "select_from_record", None)
-    )
-
-
-def _check_selector(selector):
-    if selector is None:
-        return
-    if isinstance(selector, type) or not (
-        callable(getattr(selector, "select", None)) or _reads_record(selector)
-    ):
-        raise TypeError(
-            f"selector must be a selector such as GraftSelector(0.3), "
-            f"RandomSelector(0.3) or SageSelector(0.3), or None for all data; got "
-            f"{selector!r}."
-        )
-
-
-def _check_dataset(dataset):
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        raise TypeError(
-            f"dataset must be a map-style dataset (with __len__ and __getitem__), "
-            f"got {type(dataset).__name__}; selection needs to address samples by "
-            "index."
-        )
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty; pass a dataset with samples.")
-
-
-def _check_device(device):
-    if device is None:
-        return None
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(
-            f"device must be a str or torch.device, got {type(device).__name__} "
-            f"{device!r}; pass e.g. 'cpu', 'cuda' or None for the model's device."
-        )
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device ({device!r}) is not a torch device; pass e.g. 'cpu', 'cuda' "
-            "or None for the model's device."
-        ) from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device ({device}) needs CUDA, which this machine lacks; pass "
-            "device=None to select on the model's device."
-        )
-    return device
 
 
 class _Capture:
@@ -193,71 +114,6 @@ def _add_note(exc, note):
             pass
     else:  # pragma: no cover - Python 3.10
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]
-
-
-class GraftBatchSampler(Sampler):
-    """The dataset indices of each batch of the current epoch.
-
-    ``DataLoader(dataset, batch_sampler=graft.batch_sampler)`` trains on
-    what the selector chose. ``set_epoch(epoch)`` is ``graft.set_epoch``;
-    ``len()`` is the number of batches of the current epoch (in refresh
-    mode it is known once ``set_epoch`` has made the epoch's round).
-    """
-
-    def __init__(self, graft):
-        self._graft = graft
-
-    @property
-    def sampler(self):
-        # Lightning sets epochs through ``batch_sampler.sampler.set_epoch``.
-        return self
-
-    def set_epoch(self, epoch):
-        """``graft.set_epoch(epoch)``."""
-        self._graft.set_epoch(epoch)
-
-    def __iter__(self):
-        return self._graft._epoch_batches()
-
-    def __len__(self):
-        return self._graft._num_batches()
-
-
-class GraftLoader:
-    """``graft.dataloader()``: a DataLoader of :class:`GraftBatch` es.
-
-    The DataLoader (``.dataloader``) loads the rows of the batch sampler's
-    batches with their dataset indices; the weights are attached in the main
-    process from the current selection, so they are exact with any number of
-    workers.
-    """
-
-    def __init__(self, graft, dataloader):
-        self.graft = graft
-        self.dataloader = dataloader
-
-    @property
-    def batch_sampler(self):
-        """The graft's :class:`GraftBatchSampler`."""
-        return self.dataloader.batch_sampler
-
-    @property
-    def dataset(self):
-        """The user's dataset."""
-        return self.graft.dataset
-
-    @property
-    def batch_size(self):
-        """Samples per batch before selection (``Graft(batch_size=...)``)."""
-        return self.graft.batch_size
-
-    def __len__(self):
-        return len(self.dataloader)
-
-    def __iter__(self):
-        for data, indices in self.dataloader:
-            # Read per batch: online selection fills the weights as it goes.
-            yield GraftBatch(data, self.graft._weight_of[indices.cpu()], indices)
 
 
 class Graft:
@@ -305,15 +161,15 @@ class Graft:
         sees a model that has learnt something. The data budget is the same.
     progress : bool, default=False
         tqdm progress bars for the selection rounds, if tqdm is installed.
-    rank, world_size : int or None, default=None
-        This process's rank and the number of ranks; None takes them from
+    process_rank, world_size : int or None, default=None
+        This process's rank and the number of processes; None takes them from
         ``torch.distributed`` when it is initialised (else 0 and 1). Each
         rank selects within its shard of every epoch's order of the dataset
         (global batches of ``batch_size * world_size`` samples dealt to the
-        ranks, as ``DistributedSampler`` does, from generators all ranks
+        ranks, as ``DistributedSampler`` does, from generators all processes
         share), so the shards are disjoint; the selected dataset indices and
-        the record are all-gathered, every rank holds their union (state and
-        accounting are global) and trains on its share of it, and every rank
+        the record are all-gathered, every process holds their union (state and
+        accounting are global) and trains on its share of it, and every process
         gets the same number of batches. With a ``DistributedDataParallel``
         model, selection runs on its ``module``, without collectives. Every
         rank must go through all the batches of an epoch.
@@ -326,8 +182,8 @@ class Graft:
         Per-sample loss, epoch and embedding of the last training pass of
         each sample (``record.loss``, ``record.epoch``, ``record.embedding``).
     history : list of dict
-        One record per epoch: ``epoch``, ``samples`` (all ranks),
-        ``rank_samples``, ``fraction``, ``selection_time_s``, ``ranks``.
+        One record per epoch: ``epoch``, ``samples`` (all processes),
+        ``process_samples``, ``fraction``, ``selection_time_s``, ``ranks``.
 
     Examples
     --------
@@ -371,7 +227,7 @@ class Graft:
         drop_last=False,
         warm_start=0,
         progress=False,
-        rank=None,
+        process_rank=None,
         world_size=None,
     ):
         mode = check_choice("mode", mode, ("refresh", "online"))
@@ -385,23 +241,18 @@ class Graft:
                 f"collate_fn must be callable, got {type(collate_fn).__name__}."
             )
         drop_last = check_flag("drop_last", drop_last)
-        _check_model_type(model)
-        _check_selector(selector)
-        if mode == "online" and not callable(getattr(selector, "select", None)):
-            raise ValueError(
-                f"{type(selector).__name__} selects in rounds from the per-sample "
-                "record and has no per-batch selection; use mode='refresh'."
-            )
-        _check_dataset(dataset)
+        check_model_type(model)
+        check_selector(selector, mode)
+        check_dataset(dataset)
         self.model = model
         self.dataset = dataset
         self.selector = selector
         self.mode = mode
-        self.device = _check_device(device)
+        self.device = check_device(device)
         self.format = BatchFormat(inputs, targets, outputs)
         self.drop_last = drop_last
         self.progress = check_flag("progress", progress)
-        self.rank, self.world_size = _resolve_ranks(rank, world_size)
+        self.process_rank, self.world_size = resolve_processes(process_rank, world_size)
         self._load_options = {"collate_fn": collate_fn, "num_workers": num_workers}
         self.batch_sampler = GraftBatchSampler(self)
         self.record = SampleRecord(len(dataset))
@@ -410,7 +261,7 @@ class Graft:
         self._selected_at = None
         self._weight_of = torch.ones(len(dataset))  # each sample's weight this epoch
         self._epoch = None  # the epoch set last
-        self._plan = None  # this rank's batches of the epoch (online: to select in)
+        self._plan = None  # this process's batches of the epoch (online: to select in)
         self._hook = None  # (layer, handle) of the embedding hook
         self._capture = _Capture()  # what the hook saw last
         self._iterated = None  # the epoch whose batches were served last
@@ -458,7 +309,7 @@ class Graft:
         if epoch == self._epoch and self._plan is not None:
             return  # already set (Lightning may set it after the loader did)
         self._check_model()
-        self.record.sync(self.world_size, lambda x: _all_gather(x, self.world_size))
+        self.record.sync(self.world_size, lambda x: all_gather(x, self.world_size))
         self._attach_hook()
         start, ranks = time.perf_counter(), []
         if self.selector is not None and self.mode == "refresh" and self._due(epoch):
@@ -478,13 +329,13 @@ class Graft:
         entry = {
             "epoch": epoch,
             "samples": 0,
-            "rank_samples": 0,
+            "process_samples": 0,
             "selection_time_s": selection_time,
             "ranks": ranks,
         }
         self.history = [h for h in self.history if h["epoch"] != epoch] + [entry]
         if self.selector is None or self.mode == "refresh":
-            entry["rank_samples"] = sum(map(len, self._plan))
+            entry["process_samples"] = sum(map(len, self._plan))
             self._close_epoch(entry)
 
     def update(self, batch, losses):
@@ -581,19 +432,21 @@ class Graft:
     def _due(self, epoch):
         return (
             self._selection is None
-            or getattr(self._selector_at(epoch), "rounds_every_epoch", False)
+            or self._selector_at(epoch).rounds_every_epoch
             or epoch - self._selected_at >= self.refresh_every
             or self._selected_at < self.warm_start <= epoch
         )
 
     def _batches(self, indices, epoch, stream):
-        """The rank's batches of ``indices``, shuffled for ``(epoch, stream)``."""
+        """The process's batches of ``indices``, shuffled for ``(epoch, stream)``."""
         order = indices[
-            torch.randperm(len(indices), generator=_generator(self.seed, epoch, stream))
+            torch.randperm(
+                len(indices), generator=seeded_generator(self.seed, epoch, stream)
+            )
         ]
         drop_last = self.drop_last and stream == "train"  # rounds see every sample
-        return _rank_batches(
-            order, self.batch_size, self.rank, self.world_size, drop_last
+        return process_batches(
+            order, self.batch_size, self.process_rank, self.world_size, drop_last
         )
 
     def _num_batches(self):
@@ -635,10 +488,10 @@ class Graft:
 
     def _online_batches(self, epoch, entry):
         """Each batch of the epoch reduced to its selection, as it is asked for."""
-        generator = _generator(self.seed, epoch, _select_stream(self.rank))
+        generator = seeded_generator(self.seed, epoch, select_stream(self.process_rank))
         selector = self._selector_at(epoch)
         last = len(self._plan) - 1
-        entry.update(rank_samples=0, ranks=[], selection_time_s=0.0)  # a new pass
+        entry.update(process_samples=0, ranks=[], selection_time_s=0.0)  # a new pass
         for k, (inputs, targets, indices) in enumerate(self._load(self._plan)):
             start = time.perf_counter()
             sel = self._select(selector, inputs, targets, generator)
@@ -646,14 +499,14 @@ class Graft:
             self._weight_of[chosen] = sel.weights.float().cpu()
             entry["selection_time_s"] += time.perf_counter() - start
             entry["ranks"].append(sel.rank)
-            entry["rank_samples"] += len(chosen)
-            if k == last or self.world_size == 1:  # all ranks at the last batch
+            entry["process_samples"] += len(chosen)
+            if k == last or self.world_size == 1:  # all processes at the last batch
                 self._close_epoch(entry)  # before it: a sized loader stops there
             yield chosen.tolist()
 
     def _close_epoch(self, entry):
-        """Global accounting of an epoch: the samples of all ranks (disjoint)."""
-        counts = _all_gather(entry["rank_samples"], self.world_size)
+        """Global accounting of an epoch: the samples of all processes (disjoint)."""
+        counts = all_gather(entry["process_samples"], self.world_size)
         entry["samples"] = sum(counts)
         entry["fraction"] = entry["samples"] / len(self.dataset)
 
@@ -662,7 +515,7 @@ class Graft:
     def _device(self):
         if self.device is not None:
             return self.device
-        parameter = next(_unwrap(self.model).parameters(), None)
+        parameter = next(unwrap(self.model).parameters(), None)
         return torch.device("cpu") if parameter is None else parameter.device
 
     @contextlib.contextmanager
@@ -685,7 +538,7 @@ class Graft:
         return self.selector
 
     def _classifier(self):
-        return Classifier(_unwrap(self.model), self.format)
+        return Classifier(unwrap(self.model), self.format)
 
     def _select(self, selector, inputs, targets, generator):
         with self._evaluating():
@@ -712,29 +565,28 @@ class Graft:
                 )
                 raise
             inputs, targets = self.format.inputs(data), self.format.targets(data)
-            targets = _check_targets(targets, indices)
+            targets = check_targets(targets, indices)
             yield to_device(inputs, device), targets.to(device), indices
 
     def refresh(self, epoch):
-        """Run one selection round over the whole dataset; return the ranks.
+        """Run one selection round over the whole dataset; return its ranks.
 
-        Selectors with a ``select_round(model, batches)`` method (SAGE) get
-        the whole round; the others select batch by batch. The new selection
+        The round is ``selector.select_round(round)`` with the
+        :class:`graft.selection.Round` of the epoch (the record, the model in
+        eval mode, this process's shard of the data). The new selection
         replaces the previous one only if the round succeeds: on an error the
         previous selection (and the model) are left as they were, and the
         error says so.
         """
         try:
             selector = self._selector_at(epoch)
-            if _reads_record(selector):
-                chosen, weights, ranks = self._select_from_record(selector, epoch)
-            elif hasattr(selector, "select_round"):
-                with self._evaluating():
-                    chosen, weights, ranks = selector.select_round(
-                        self._classifier(), lambda: self._round_batches(epoch)
-                    )
-            else:
-                chosen, weights, ranks = self._select_batchwise(selector, epoch)
+            with self._evaluating():  # once for the round: no training in between
+                chosen, weights, ranks = selector.select_round(
+                    self._round(selector, epoch)
+                )
+            if selector.reads == "record":  # the same round on every process
+                mine = torch.arange(self.process_rank, len(chosen), self.world_size)
+                chosen, weights = chosen[mine], weights[mine]
         except Exception as exc:
             _add_note(
                 exc,
@@ -742,12 +594,12 @@ class Graft:
                 "and the model are unchanged.",
             )
             raise
-        # Every rank keeps the union of the ranks' (disjoint) selections.
-        parts = _all_gather((chosen.cpu(), weights.cpu()), self.world_size)
+        # Every process keeps the union of the processes' (disjoint) selections.
+        parts = all_gather((chosen.cpu(), weights.cpu()), self.world_size)
         self._set_selection(
             torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), epoch
         )
-        self._rank_counts = [len(p[0]) for p in parts]  # rank r's: the r-th part
+        self._process_counts = [len(p[0]) for p in parts]  # process r's: the r-th part
         return ranks
 
     def _set_selection(self, indices, weights, epoch):
@@ -756,45 +608,36 @@ class Graft:
         self._weight_of = torch.zeros(len(self.dataset))
         self._weight_of[indices] = weights.float()
 
-    def _select_from_record(self, selector, epoch):
-        """A round from the record: every rank computes it, keeps its share."""
-        generator = _generator(self.seed, epoch, "record")
-        chosen, weights, ranks = selector.select_from_record(
-            self.record, epoch, generator
+    def _round(self, selector, epoch):
+        """What the round of ``epoch`` may read (see graft.selection.Round)."""
+        # A round from the record is computed by every process: one shared stream.
+        stream = "record" if selector.reads == "record" else "select"
+        if stream == "select":
+            stream = select_stream(self.process_rank)
+
+        def batches():  # the whole dataset in the round's order, this process's shard
+            order = self._batches(torch.arange(len(self.dataset)), epoch, "select")
+            return self._load(order, f"selection round (epoch {epoch})")
+
+        return Round(
+            epoch=epoch,
+            record=self.record,
+            generator=seeded_generator(self.seed, epoch, stream),
+            model=self._classifier(),
+            batches=batches,
         )
-        mine = torch.arange(self.rank, len(chosen), self.world_size)
-        return chosen[mine], weights[mine], ranks
-
-    def _round_batches(self, epoch):
-        """The whole dataset in the round's order, this rank's shard."""
-        batches = self._batches(torch.arange(len(self.dataset)), epoch, "select")
-        return self._load(batches, f"selection round (epoch {epoch})")
-
-    def _select_batchwise(self, selector, epoch):
-        gen = _generator(self.seed, epoch, _select_stream(self.rank))
-        chosen, weights, ranks = [], [], []
-        model = self._classifier()
-        with self._evaluating():  # once for the round: no training in between
-            for x, y, i in self._round_batches(epoch):
-                sel = selector.select(model, x, y, gen)
-                chosen.append(i[sel.indices.cpu()])
-                weights.append(sel.weights.cpu())
-                ranks.append(sel.rank)
-        return torch.cat(chosen), torch.cat(weights), ranks
 
     # -- the record --------------------------------------------------------------
 
     def _wants_embeddings(self):
-        return bool(getattr(self.selector, "wants_embeddings", False))
+        return self.selector is not None and self.selector.wants_embeddings
 
     def _attach_hook(self):
         """A forward hook on the final nn.Linear that keeps its last input."""
         if not self._wants_embeddings():
             self.close()
             return
-        layer = find_final_linear(
-            _unwrap(self.model), getattr(self.selector, "layer", None)
-        )
+        layer = find_final_linear(unwrap(self.model), self.selector.layer)
         if self._hook is not None and self._hook[0] is layer:
             return
         self.close()
@@ -821,12 +664,12 @@ class Graft:
     def state_dict(self):
         """Everything needed to continue exactly: selection, round, record, history.
 
-        Under ``torch.distributed`` call it on every rank (it gathers the
+        Under ``torch.distributed`` call it on every process (it gathers the
         ranks' latest record entries, a collective) and save it from one:
         the record of the last epoch is otherwise only complete at the next
         ``set_epoch``, and a round from the record would resume differently.
         """
-        self.record.sync(self.world_size, lambda x: _all_gather(x, self.world_size))
+        self.record.sync(self.world_size, lambda x: all_gather(x, self.world_size))
         indices, weights = self._selection if self._selection else (None, None)
         if indices is not None:
             indices, weights = indices.clone(), weights.clone()
@@ -847,7 +690,7 @@ class Graft:
         be distinct and in range, and their weights finite and >= 0;
         nothing is changed when the state is refused.
         """
-        _check_state(state, self.seed, len(self.dataset))
+        check_state(state, self.seed, len(self.dataset))
         self.record.check_state(state.get("record"))
         # The epoch is set anew: the next set_epoch plans from this state.
         self._epoch = self._plan = self._iterated = None
@@ -874,205 +717,9 @@ class Graft:
         )
 
 
-def _check_targets(targets, indices):
-    """Targets of a selection batch: one class label per sample."""
-    if targets is None:
-        raise ValueError(
-            "the batches are bare tensors, without targets, but selection needs "
-            "the class labels; pass targets=callable(batch) to Graft, or return "
-            "(input, target) rows."
-        )
-    if (
-        not isinstance(targets, torch.Tensor)
-        or targets.shape != indices.shape
-        or targets.is_floating_point()
-        or targets.is_complex()
-    ):
-        what = getattr(targets, "dtype", type(targets).__name__)
-        shape = tuple(getattr(targets, "shape", ()))
-        raise ValueError(
-            f"the targets of a batch must be integer class labels, one per sample "
-            f"(shape ({len(indices)},)), got {what} of shape {shape}; pass "
-            "targets=<key, position or callable(batch)> to Graft."
-        )
-    return targets
-
-
-def _refuse(what):
-    raise ValueError(
-        f"the state's {what}; load a state saved by Graft.state_dict() for this "
-        "dataset and seed."
-    )
-
-
-def _check_state(state, seed, n):
-    """Raise ValueError if ``state`` cannot continue this Graft's run."""
-    keys = ("selected_indices", "selected_weights", "selected_at", "history", "seed")
-    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ValueError(
-            f"the state lacks {missing}; pass a dict made by Graft.state_dict()."
-        )
-    if state["seed"] != seed:
-        raise ValueError(
-            f"the state was saved with seed={state['seed']!r} but this Graft has "
-            f"seed={seed}; construct it with the same seed."
-        )
-    saved_n = state.get("n_samples", n)
-    if saved_n != n:
-        raise ValueError(
-            f"the state was saved for a dataset of {saved_n!r} samples but this "
-            f"Graft has {n}; load it with the same dataset."
-        )
-    history = state["history"]
-    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
-        _refuse("history must be a list of dicts")
-    _check_selection(state["selected_indices"], state["selected_weights"], n)
-    at = state["selected_at"]
-    if (state["selected_indices"] is None) != (at is None) or not (
-        at is None or (isinstance(at, int) and not isinstance(at, bool) and at >= 0)
-    ):
-        _refuse(f"selected_at ({at!r}) must be the epoch (int >= 0) of its selection")
-
-
-def _check_selection(indices, weights, n):
-    if indices is None and weights is None:
-        return
-    ok = (
-        isinstance(indices, torch.Tensor)
-        and isinstance(weights, torch.Tensor)
-        and indices.ndim == 1
-        and len(indices) > 0
-        and indices.dtype in (torch.int64, torch.int32)
-        and weights.dtype in (torch.float32, torch.float64)
-        and weights.shape == indices.shape
-    )
-    if not ok:
-        _refuse(
-            "selection must be non-empty 1-D integer indices with a real weight each"
-        )
-    if not (0 <= int(indices.min()) and int(indices.max()) < n):
-        _refuse(
-            f"selected indices span [{int(indices.min())}, {int(indices.max())}], "
-            f"outside the dataset's [0, {n - 1}]"
-        )
-    if len(torch.unique(indices)) != len(indices):
-        _refuse("selected indices repeat a sample")
-    if not (torch.isfinite(weights).all() and (weights >= 0).all()):
-        _refuse("selected weights must be finite and >= 0")
-
-
-def train_epoch(graft, optimizer, epoch, loss_fn=None):
-    """One epoch of weighted training with ``graft``; the mean loss.
-
-    The loop of docs/graft.md: ``graft.set_epoch(epoch)``, then for every
-    batch of ``graft.dataloader()`` a forward pass on its inputs,
-    ``loss_fn(logits, targets)`` (per-sample losses; default cross-entropy
-    with ``reduction="none"``), ``graft.update`` and an optimizer step.
-    Inputs, targets and logits are found as ``Graft(inputs=, targets=,
-    outputs=)`` say.
-    """
-    loss_fn = loss_fn or (
-        lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")
-    )
-    model, fmt, device = graft.model, graft.format, graft._device()
-    model.train()
-    total, count = 0.0, 0
-    for batch in graft.batches(epoch):
-        data = to_device(batch.data, device)
-        logits = fmt.logits(fmt.call(model, fmt.inputs(data)))
-        loss = graft.update(batch, loss_fn(logits, fmt.targets(data)))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite loss at epoch {epoch}; lower the learning rate or check "
-                "the inputs."
-            )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(batch.indices)
-        count += len(batch.indices)
-    return total / max(count, 1)
-
-
 def _tqdm(iterable, desc):
     try:
         from tqdm.auto import tqdm
     except ImportError:  # progress bars are optional
         return iterable
     return tqdm(iterable, desc=desc, leave=False)
-
-
-# -- torch.distributed ------------------------------------------------------------
-
-
-def _resolve_ranks(rank, world_size):
-    """``(rank, world_size)``: given, from ``torch.distributed``, or (0, 1)."""
-    dist = torch.distributed
-    ready = dist.is_available() and dist.is_initialized()
-    if world_size is None:
-        world_size = dist.get_world_size() if ready else 1
-    if rank is None:
-        rank = dist.get_rank() if ready else 0
-    rank = check_count("rank", rank, 0)
-    world_size = check_count("world_size", world_size, 1)
-    if rank >= world_size:
-        raise ValueError(
-            f"rank ({rank}) and world_size ({world_size}) must satisfy "
-            "0 <= rank < world_size; pass None for both to take them from "
-            "torch.distributed."
-        )
-    if world_size > 1 and not ready:
-        raise ValueError(
-            f"world_size ({world_size}) > 1 needs torch.distributed: call "
-            "torch.distributed.init_process_group first, or pass world_size=None."
-        )
-    return rank, world_size
-
-
-def _rank_batches(order, batch_size, rank, world_size, drop_last=False):
-    """The batches (lists of dataset indices) of ``order`` for one rank.
-
-    Global batches of ``batch_size * world_size`` consecutive entries are
-    dealt to the ranks round-robin, so the ranks' shards are disjoint and
-    every rank gets the same number of batches (DDP needs that). A last
-    global batch with fewer entries than ranks joins the previous one, so
-    no rank gets an empty batch; with ``drop_last`` an incomplete last
-    global batch is dropped. With one rank: plain consecutive batches.
-    """
-    n = len(order)
-    if n < world_size:
-        raise ValueError(
-            f"{n} samples cannot be shared by world_size={world_size} ranks; "
-            "use more data or fewer ranks."
-        )
-    step = batch_size * world_size
-    bounds = [*range(0, n, step), n]
-    if drop_last and len(bounds) > 2 and n - bounds[-2] < step:
-        del bounds[-1]
-    elif len(bounds) > 2 and n - bounds[-2] < world_size:
-        del bounds[-2]
-    return [
-        order[bounds[k] : bounds[k + 1]][rank::world_size].tolist()
-        for k in range(len(bounds) - 1)
-    ]
-
-
-def _all_gather(obj, world_size):
-    """``[obj of rank 0, obj of rank 1, ...]`` (just ``[obj]`` on one rank)."""
-    if world_size == 1:
-        return [obj]
-    out = [None] * world_size
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _select_stream(rank):
-    """The generator stream of a rank's selections (one rank: as before)."""
-    return "select" if rank == 0 else f"select:{rank}"
-
-
-def _unwrap(model):
-    """The module a ``DistributedDataParallel`` wraps (selection needs no sync)."""
-    ddp = torch.nn.parallel.DistributedDataParallel
-    return model.module if isinstance(model, ddp) else model

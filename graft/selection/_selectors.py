@@ -1,45 +1,35 @@
-"""Selectors: which samples of a batch get a backward pass, with what weight.
+"""The selectors of graft: random subsets, GRAFT and SAGE.
 
-Every selector has one method, ``select(model, inputs, targets, generator)``,
-that returns a :class:`Selection` of local indices into the batch and their
-weights. ``model(inputs)`` returns the logits and ``model.named_modules()``
-lists the layers (``Graft`` passes the user's model called through its
-``inputs=`` / ``outputs=`` format); ``inputs`` is a tensor or a dict / tuple
-of tensors, ``targets`` the class labels. Two attributes tell the wrapper
-what to record in the training passes: ``wants_embeddings`` (the input of
-the final ``nn.Linear``) and ``layer`` (which one; None: the last).
-:class:`RandomSelector` is the baseline; :class:`GraftSelector` is GRAFT:
-low-rank sample coordinates, Fast MaxVol pick order, and the gradient-aware
-rank (``graft._rank``).
+Each has the members of :class:`graft.selection.Selector`: a round,
+``select_round(round)``, over the whole dataset, and the attributes that say
+what it reads (``reads``) and what the training passes should record
+(``wants_embeddings``, ``layer``); and ``select(model, inputs, targets,
+generator)``, one batch's :class:`Selection` (online mode). ``model(inputs)``
+returns the logits and ``model.named_modules()`` lists the layers; ``inputs``
+is a tensor or a dict / tuple of tensors, ``targets`` the class labels.
+:class:`RandomSelector` is the baseline; :class:`GraftSelector` is GRAFT over
+the per-sample record (:mod:`graft.selection._rounds`); :class:`SageSelector`
+scores gradient agreement in two passes over the data.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-from graft._checks import check_count, check_number
-from graft._features import last_layer_gradients, penultimate
+from graft._checks import check_choice, check_count, check_flag, check_number
 from graft._format import take
-from graft._round import budget, graft_round, mean_one, uniform_round
+from graft.selection._features import last_layer_gradients, penultimate
+from graft.selection._protocol import Round, RoundSelection, Selection
+from graft.selection._rounds import budget, graft_round, mean_one, uniform_round
 from maxvol_kit.utils import (
     FrequentDirectionsSketch,
     allocate,
     principal_coordinates,
 )
 
-__all__ = ["GraftSelector", "RandomSelector", "SageSelector", "Selection"]
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Local indices into a batch, their loss weights, and the rank used."""
-
-    indices: torch.Tensor
-    weights: torch.Tensor
-    rank: int
+__all__ = ["GraftSelector", "RandomSelector", "SageSelector"]
 
 
 def _check_fraction(fraction, name="fraction"):
@@ -58,13 +48,14 @@ class RandomSelector:
     """
 
     name = "random"
+    reads = "record"  # only its size: a round touches no data
     wants_embeddings = False
     layer = None
-    from_record = True  # a round needs nothing from the data
+    rounds_every_epoch = False
 
-    def select_from_record(self, record, epoch, generator):
+    def select_round(self, round: Round) -> RoundSelection:
         """A round: ``fraction`` of the dataset, uniformly (the record is unread)."""
-        return uniform_round(record.n_samples, self.fraction, generator)
+        return uniform_round(round.record.n_samples, self.fraction, round.generator)
 
     def __init__(self, fraction):
         self.fraction = _check_fraction(fraction)
@@ -82,7 +73,7 @@ class GraftSelector:
 
     A round (refresh mode) selects over the whole dataset from the per-sample
     record of the training passes, with no forward pass of its own
-    (:func:`graft._round.graft_round`): per class, a budget in proportion to
+    (:func:`graft.selection._rounds.graft_round`): per class, a budget in proportion to
     the class's share of the recorded training loss (where the gradient needs
     more samples); the Fast MaxVol rows of the top principal directions of
     the class's recorded embeddings, as many directions as the relative
@@ -122,8 +113,9 @@ class GraftSelector:
     """
 
     name = "graft"
+    reads = "record"  # the losses and embeddings of the training passes
     wants_embeddings = True
-    from_record = True  # a round reads the record, not the data
+    rounds_every_epoch = False
 
     def __init__(self, fraction, *, eps=0.1, pool=2, layer=None):
         self.fraction = _check_fraction(fraction)
@@ -138,9 +130,9 @@ class GraftSelector:
             )
         self.layer = layer
 
-    def select_from_record(self, record, epoch, generator):
+    def select_round(self, round: Round) -> RoundSelection:
         """A round over the record: ``(dataset indices, weights, ranks)``."""
-        return graft_round(record, self.fraction, self.eps, generator)
+        return graft_round(round.record, self.fraction, self.eps, round.generator)
 
     @torch.no_grad()
     def select(self, model, inputs, targets, generator=None):
@@ -205,7 +197,7 @@ class SageSelector:
     the sketch's top directions ``V`` and scores its agreement, the cosine
     between ``V^T g_i`` and ``V^T g_mean``; the ``fraction`` of samples with
     the highest scores are kept (in proportion to the class counts when
-    ``class_balanced``). State: the sketch (``2 sketch_size x D``), the
+    ``stratify``). State: the sketch (``2 sketch_size x D``), the
     consensus (``D``) and one score per sample, whatever the number of
     samples. In online mode each batch is its own round.
 
@@ -215,11 +207,11 @@ class SageSelector:
         Share of the samples kept.
     sketch_size : int, default=32
         Rows ``ell`` of the Frequent Directions sketch.
-    class_balanced : bool, default=True
+    stratify : bool, default=True
         Keep the top of each class in proportion to its count, not the top
         overall (agreement with the mean gradient alone favours the classes
         and samples that dominate it).
-    keep : {"spread", "top"}, default="spread"
+    pick : {"spread", "top"}, default="spread"
         ``"spread"``: evenly spaced ranks of the agreement order (the
         ``j``-th of ``k`` at rank ``(j + 1/2) n / k``), a sample that covers
         the whole range of agreement; ``"top"``: the samples that agree
@@ -235,21 +227,21 @@ class SageSelector:
     """
 
     name = "sage"
+    reads = "data"  # two passes of the current model over the data
+    rounds_every_epoch = False
 
     def __init__(
         self,
         fraction,
         *,
         sketch_size=32,
-        class_balanced=True,
-        keep="spread",
+        stratify=True,
+        pick="spread",
         features="gradient",
         layer=None,
     ):
         self.fraction = _check_fraction(fraction)
-        if keep not in ("spread", "top"):
-            raise ValueError(f"keep ({keep!r}) must be 'spread' or 'top'.")
-        self.keep = keep
+        self.pick = check_choice("pick", pick, ("spread", "top"))
         sketch_size = check_count("sketch_size", sketch_size, example=32)
         if not callable(features) and features != "gradient":
             raise ValueError(
@@ -257,7 +249,7 @@ class SageSelector:
                 "callable(model, inputs, targets) -> Tensor."
             )
         self.sketch_size = sketch_size
-        self.class_balanced = bool(class_balanced)
+        self.stratify = check_flag("stratify", stratify)
         self.features = features
         self.layer = layer
         self.wants_embeddings = not callable(features)
@@ -297,12 +289,12 @@ class SageSelector:
     def _keep(self, scores, rows, k):
         """``k`` of ``rows`` by agreement: the top, or evenly spaced ranks."""
         order = rows[torch.argsort(scores[rows], descending=True, stable=True)]
-        if self.keep == "top":
+        if self.pick == "top":
             return order[:k]
         return order[((torch.arange(k) + 0.5) * len(order) / k).long()]
 
     def _top(self, scores, labels, k):
-        if not self.class_balanced:
+        if not self.stratify:
             return self._keep(scores, torch.arange(len(scores)), k)
         members = [torch.nonzero(labels == c)[:, 0] for c in torch.unique(labels)]
         alloc = allocate([len(m) for m in members], k)
@@ -323,12 +315,9 @@ class SageSelector:
         return Selection(rows.to(targets.device), ones, V.shape[1])
 
     @torch.no_grad()
-    def select_round(self, model, batches):
-        """Refresh mode: one round over the whole dataset, in two passes.
-
-        ``batches()`` returns a fresh iterable of ``(inputs, targets,
-        dataset_indices)``. Returns ``(dataset_indices, weights, ranks)``.
-        """
+    def select_round(self, round: Round) -> RoundSelection:
+        """Refresh mode: one round over the whole dataset, in two passes."""
+        model, batches = round.model, round.batches
         V, consensus = self._consensus(((x, y) for x, y, _ in batches()), model)
         scores, labels, indices = [], [], []
         for x, y, i in batches():
@@ -337,4 +326,4 @@ class SageSelector:
             indices.append(i)
         scores, labels, indices = map(torch.cat, (scores, labels, indices))
         rows = self._top(scores, labels, budget(self.fraction, len(scores)))
-        return indices[rows], torch.ones(len(rows)), [V.shape[1]]
+        return RoundSelection(indices[rows], torch.ones(len(rows)), [V.shape[1]])

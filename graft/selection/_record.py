@@ -93,7 +93,7 @@ class SampleRecord:
         self._written.append(indices)
 
     def sync(self, world_size, all_gather):
-        """Every rank's writes since the last sync, on every rank."""
+        """Every process's writes since the last sync, on every process."""
         if world_size == 1:
             self._written = []
             return

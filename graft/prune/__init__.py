@@ -1,0 +1,11 @@
+"""MaxVol channel pruning of trained torch models.
+
+A layer keeps the channels whose activations span the others best (Fast
+MaxVol on the activations' triangular factor) and the next layer absorbs the
+dropped ones (the interpolative or least-squares fold). It needs only
+:mod:`maxvol_kit` and torch: no selector, record or training loop.
+"""
+
+from graft.prune._channels import collect_activations, prune_channels, prune_model
+
+__all__ = ["collect_activations", "prune_channels", "prune_model"]

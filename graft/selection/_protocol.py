@@ -1,0 +1,150 @@
+"""The one interface of every selector, and what a selection round may read.
+
+A selector is any object with the members of :class:`Selector`: Graft calls
+``selector.select_round(round)`` once per selection round and reads the
+declared attributes, never probing for optional methods. Online mode (every
+batch selected as it is served) also needs ``select``, the members of
+:class:`BatchSelector`. A selector declares what its rounds read:
+
+- ``reads = "record"``: only :attr:`Round.record` (the per-sample losses and
+  embeddings of the training passes) and :attr:`Round.generator`. Every
+  process computes the same round from the global record and keeps its
+  share, so such a round costs no forward pass and no collective.
+- ``reads = "data"``: :attr:`Round.batches`, this process's shard of the
+  dataset loaded with the training loader's options, and :attr:`Round.model`
+  in eval mode. Each process selects within its shard; the selections are
+  all-gathered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+import torch
+
+from graft.selection._record import SampleRecord
+
+__all__ = [
+    "BatchSelector",
+    "Round",
+    "RoundSelection",
+    "Selection",
+    "Selector",
+    "batchwise_round",
+]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One batch's selection: local indices into the batch, loss weights, rank.
+
+    Attributes
+    ----------
+    indices : Tensor of shape (k,)
+        Rows of the batch kept.
+    weights : Tensor of shape (k,)
+        Their loss weights (non-negative).
+    rank : int
+        The rank of the coordinates the selection was made in (the number of
+        directions it covers; the number kept for a uniform draw).
+    """
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+    rank: int
+
+
+class Round(NamedTuple):
+    """What a selection round may read.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch the selection is for.
+    record : SampleRecord
+        The per-sample record of the training passes, of every process.
+    generator : torch.Generator
+        The round's random stream: shared by all processes when the selector
+        reads the record, this process's own when it reads the data.
+    model : callable
+        ``model(inputs) -> logits``, the user's model in eval mode (its layers
+        by ``model.named_modules()``).
+    batches : callable
+        ``batches()`` returns a fresh iterator of ``(inputs, targets,
+        dataset_indices)`` over this process's shard of the dataset.
+    """
+
+    epoch: int
+    record: SampleRecord
+    generator: torch.Generator
+    model: Callable
+    batches: Callable[[], Iterator[tuple]]
+
+
+class RoundSelection(NamedTuple):
+    """A round's result: dataset indices, their loss weights, the ranks used."""
+
+    indices: torch.Tensor
+    weights: torch.Tensor
+    ranks: list
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """What Graft needs of a selector.
+
+    Attributes
+    ----------
+    fraction : float in (0, 1]
+        The share of the data a round keeps (the warm-up epochs draw this
+        share at random).
+    reads : {"record", "data"}
+        What its rounds read (see the module's docs).
+    wants_embeddings : bool
+        Whether the record should keep the training passes' embeddings (the
+        input of the final ``nn.Linear``, hooked by Graft).
+    layer : str or None
+        The name of that ``nn.Linear`` (None: the model's last one).
+    rounds_every_epoch : bool
+        A round at every epoch, whatever ``refresh_every`` says (InfoBatch).
+    """
+
+    fraction: float
+    reads: Literal["record", "data"]
+    wants_embeddings: bool
+    layer: str | None
+    rounds_every_epoch: bool
+
+    def select_round(self, round: Round) -> RoundSelection:
+        """One selection round over the whole dataset."""
+
+
+@runtime_checkable
+class BatchSelector(Selector, Protocol):
+    """A :class:`Selector` that also selects within one batch (online mode)."""
+
+    def select(self, model, inputs, targets, generator) -> Selection:
+        """The rows of one batch to keep, with their loss weights."""
+
+
+def batchwise_round(selector: BatchSelector, round: Round) -> RoundSelection:
+    """A round made of ``selector.select`` on every batch of ``round.batches()``.
+
+    For selectors whose choice is per batch, e.g. ``select_round =
+    lambda self, round: batchwise_round(self, round)``.
+    """
+    chosen, weights, ranks = [], [], []
+    for inputs, targets, indices in round.batches():
+        sel = selector.select(round.model, inputs, targets, round.generator)
+        chosen.append(indices[sel.indices.cpu()])
+        weights.append(sel.weights.cpu())
+        ranks.append(sel.rank)
+    return RoundSelection(torch.cat(chosen), torch.cat(weights), ranks)
+
+
+def missing_members(selector, online=False):
+    """The members of :class:`Selector` (online: :class:`BatchSelector`) it lacks."""
+    members = [*Selector.__annotations__, "select_round", *(["select"] * online)]
+    return [m for m in members if not hasattr(selector, m)]
