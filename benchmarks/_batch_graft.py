@@ -14,10 +14,10 @@ import torch
 
 from graft import GraftSelector
 from graft._checks import check_flag, check_number
+from graft._features import last_layer_gradients, penultimate
 from graft._format import take
 from graft.selection import batchwise_round
 from graft.selection._dynamic_rank import choose_rank, prefix_residuals, subset_weights
-from graft.selection._features import last_layer_gradients, penultimate
 from graft.selection._rounds import budget, mean_one
 from graft.selection._selectors import (
     Selection,

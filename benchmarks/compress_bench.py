@@ -46,9 +46,9 @@ import torch
 from _page import update_page
 from torch import nn
 
+from graft._features import per_sample_gradients
 from graft.grass._compressors import FactGraSS, GraSS
-from graft.harness._data import load_mnist_like
-from graft.selection._features import per_sample_gradients
+from graft.harness import load_mnist_like
 
 PROJ_DIMS = (1024, 2048, 4096)
 BATCH = 64

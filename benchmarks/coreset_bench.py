@@ -32,7 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from graft.harness._data import load_digits_split, load_mnist_like
+from graft.harness import load_digits_split, load_mnist_like
 from maxvol_kit import MaxVolFeatureSelector, MaxVolSampler
 
 BUDGETS = (0.01, 0.02, 0.05, 0.10)

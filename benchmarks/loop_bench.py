@@ -35,7 +35,7 @@ from _page import update_page
 from torch.utils.data import DataLoader, TensorDataset
 
 from graft import Graft, Selection
-from graft.harness._models import make_model
+from graft.harness import make_model
 from graft.selection import batchwise_round
 
 

@@ -42,9 +42,7 @@ import torch
 from _page import update_page
 
 from graft import Graft, prune_model, train_epoch
-from graft.harness._data import load_dataset
-from graft.harness._models import make_model
-from graft.harness.cli import _evaluate
+from graft.harness import evaluate, load_dataset, make_model
 
 RATIOS = (0.5, 0.75)
 # conv1 (Sequential index 0) feeds conv2 (3) through ReLU and MaxPool; conv2
@@ -73,7 +71,7 @@ def train(train_set, test_set, info, epochs, seed):
         loss = train_epoch(graft, optimizer, epoch)
         print(
             f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, test accuracy "
-            f"{100 * _evaluate(model, test_set):.2f}% "
+            f"{100 * evaluate(model, test_set):.2f}% "
             f"({time.perf_counter() - start:.1f} s)",
             flush=True,
         )
@@ -99,7 +97,7 @@ def _random_select(seed):
 
 def prune_rows(model, calib, test_set, timing_x, seeds, repeats):
     """One row per ratio and method: accuracy (mean, std), parameters, time."""
-    base_acc = _evaluate(model, test_set)
+    base_acc = evaluate(model, test_set)
     base = {
         "ratio": 0.0,
         "method": "unpruned",
@@ -123,7 +121,7 @@ def prune_rows(model, calib, test_set, timing_x, seeds, repeats):
                     model, PAIRS, calib, fraction=1 - ratio, select=chosen, fold=fold
                 )
                 prune_s.append(time.perf_counter() - start)
-                accs.append(100 * _evaluate(pruned, test_set))
+                accs.append(100 * evaluate(pruned, test_set))
             row = {
                 "ratio": ratio,
                 "method": label,

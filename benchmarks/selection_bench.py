@@ -35,8 +35,7 @@ from _page import update_page
 from _variants import register
 
 from graft import GraftSelector, InfoBatchSelector
-from graft.harness._data import load_dataset
-from graft.harness.cli import _parser, run_one
+from graft.harness import build_parser, load_dataset, run_one
 from graft.selection._rounds import _class_round, graft_round
 
 
@@ -155,7 +154,7 @@ def _args(opts):
         str(opts.fraction),
         "--quiet",
     ]
-    return _parser().parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _at_time(run, t):

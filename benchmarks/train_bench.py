@@ -26,8 +26,7 @@ from pathlib import Path
 from _page import update_page
 from _variants import args_for
 
-from graft.harness._data import load_dataset
-from graft.harness.cli import _parser, run_one
+from graft.harness import build_parser, load_dataset, run_one
 
 VARIANTS = (
     "random",
@@ -48,7 +47,7 @@ ONLINE_VARIANTS = ("random", "graft-volume", "graft-greedy")
 
 
 def _args(fraction, mode, epochs, refresh_every):
-    return _parser().parse_args(
+    return build_parser().parse_args(
         [
             "run",
             "--model",

@@ -382,7 +382,7 @@ def _select(pool_rows, tol, shape):
     )
 
 
-def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offenders):
+def _tournament(src, tol, max_iter, method, n_candidates, split_every, n_offenders):
     """The math of :func:`tournament_maxvol`; returns ``(result, info)``."""
     r = src.shape[1]
     pool_idx, pool_rows = _candidate_pool(src, method, n_candidates, tol, split_every)
@@ -404,7 +404,7 @@ def _tournament(src, tol, max_iters, method, n_candidates, split_every, n_offend
             for block, start in zip(src.blocks, src.starts, strict=True)
         )
         value = max([1.0] + [f[0] for f in found])
-        if value <= tol or rounds >= max_iters:
+        if value <= tol or rounds >= max_iter:
             break
         # The offending rows join the pool; swaps make I dominant in it again.
         pool_idx, pool_rows = _union(
@@ -444,7 +444,7 @@ def tournament_maxvol(
     A,
     *,
     tol=1.05,
-    max_iters=10,
+    max_iter=10,
     method="rect",
     n_candidates=None,
     n_offenders=None,
@@ -474,7 +474,7 @@ def tournament_maxvol(
         every worker).
     tol : float, default=1.05
         Dominance tolerance, ``>= 1``.
-    max_iters : int, default=10
+    max_iter : int, default=10
         Rounds of swaps after the first certification pass; each round
         costs one pass over ``A``.
     method : {"rect", "fast"}, default="rect"
@@ -537,8 +537,8 @@ def tournament_maxvol(
     (True, True)
     """
     tol = check_tol(tol)
-    max_iters = check_int(
-        max_iters, name="max_iters", low=0, high=2**62, fix="e.g. max_iters=10"
+    max_iter = check_int(
+        max_iter, name="max_iter", low=0, high=2**62, fix="e.g. max_iter=10"
     )
     if method not in ("fast", "rect"):
         raise ValueError(f"method ({method!r}) must be 'fast' or 'rect'.")
@@ -561,13 +561,13 @@ def tournament_maxvol(
         )
     )
     result, info = _tournament(
-        src, tol, max_iters, method, n_candidates, split_every, n_offenders
+        src, tol, max_iter, method, n_candidates, split_every, n_offenders
     )
     if not result.converged:
         warnings.warn(
             f"tournament_maxvol stopped after {info['rounds']} rounds "
-            f"(max_iters={max_iters}) with max|C| = {info['max_abs_c']:.4g} > "
-            f"tol = {tol}; raise max_iters, n_offenders or tol.",
+            f"(max_iter={max_iter}) with max|C| = {info['max_abs_c']:.4g} > "
+            f"tol = {tol}; raise max_iter, n_offenders or tol.",
             ConvergenceWarning,
             stacklevel=2,
         )

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from graft.grass._compressors import (
     _GRADIENT_FIX,
     FactGraSS,
+    GraSS,
     _check_dim,
     _check_finite,
     _NonFiniteError,
@@ -194,16 +197,16 @@ def _check_scores(S, Z_train, Z_test):
 
 
 def attribute(
-    model,
+    model: nn.Module,
     train_data,
     test_data,
     *,
-    compressor=None,
-    loss_fn=None,
-    damping=None,
-    batch_size=128,
-    device=None,
-):
+    compressor: GraSS | FactGraSS | None = None,
+    loss_fn: Callable | None = None,
+    damping: float | str | None = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
     """Influence scores of every training sample on every test sample.
 
     Parameters

@@ -28,6 +28,8 @@ import math
 import numbers
 import warnings
 import zlib
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -250,14 +252,14 @@ class GraSS:
 
     def __init__(
         self,
-        model,
+        model: nn.Module,
         *,
-        proj_dim=1024,
-        seed=0,
-        mask_dim=None,
-        projection="sjlt",
-        chunk_size=32,
-    ):
+        proj_dim: int = 1024,
+        seed: int | None = 0,
+        mask_dim: int | None = None,
+        projection: Literal["sjlt", "gaussian"] = "sjlt",
+        chunk_size: int = 32,
+    ) -> None:
         _check_model(model)
         self.model = model
         self.proj_dim = _check_dim(proj_dim, "proj_dim", "e.g. proj_dim=1024")
@@ -302,7 +304,7 @@ class GraSS:
             If the inputs, targets or per-sample gradients hold NaN or inf,
             naming the samples.
         """
-        from graft.selection._features import per_sample_gradients
+        from graft._features import per_sample_gradients
 
         _check_inputs(inputs, targets)
         _check_model_inputs(self.model, inputs, targets, loss_fn)
@@ -631,15 +633,15 @@ class FactGraSS:
 
     def __init__(
         self,
-        model,
+        model: nn.Module,
         *,
-        proj_dim=1024,
-        seed=0,
-        layers=None,
-        mask_in=None,
-        mask_out=None,
-        oversample=32,
-    ):
+        proj_dim: int = 1024,
+        seed: int | None = 0,
+        layers: Sequence[str | nn.Module] | None = None,
+        mask_in: int | None = None,
+        mask_out: int | None = None,
+        oversample: int = 32,
+    ) -> None:
         _check_model(model)
         self.model = model
         self.proj_dim = _check_dim(proj_dim, "proj_dim", "e.g. proj_dim=1024")

@@ -75,7 +75,8 @@ _RUN_FLAGS = (
 )  # fmt: skip
 
 
-def _parser():
+def build_parser():
+    """The ``graft`` command line's parser (``graft run`` and its flags)."""
     parser = argparse.ArgumentParser(prog="graft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
@@ -112,7 +113,11 @@ def _selector(name, args):
     )
 
 
-def _evaluate(model, data, batch_size=1000):
+def evaluate(model, data, batch_size=1000):
+    """Top-1 accuracy of ``model`` on a dataset of ``(x, y)`` tensors, in eval mode.
+
+    ``data[start:stop]`` must return a tensor pair (a ``TensorDataset``).
+    """
     import torch
 
     model.eval()
@@ -146,7 +151,14 @@ def _learning_rate(args, epoch, epochs):
 
 
 def run_one(args, name, seed, train, test, info, log):
-    """Train one model with one selector; the run's record."""
+    """Train one model with one selector; the run's record.
+
+    ``args`` are ``graft run``'s parsed flags (``build_parser().parse_args``),
+    ``name`` one of :data:`SELECTORS` (or a name registered by the benchmarks),
+    ``train`` / ``test`` tensor datasets and ``info`` their ``in_shape`` and
+    ``n_classes``, ``log`` a ``print``-like callable. The record holds the
+    accuracy after every epoch, the times and the selection history.
+    """
     import torch
 
     from graft import Graft, train_epoch
@@ -180,7 +192,7 @@ def run_one(args, name, seed, train, test, info, log):
                 "epoch": epoch,
                 "train_loss": loss,
                 "wall_time_s": wall,
-                "test_accuracy": _evaluate(model, test),
+                "test_accuracy": evaluate(model, test),
                 "fraction": record["fraction"],
                 "selection_time_s": record["selection_time_s"],
                 "ranks": record["ranks"] if name.startswith("graft") else [],
@@ -388,7 +400,7 @@ def _prepare_out(out, overwrite):
 
 def main(argv=None):
     """Entry point of the ``graft`` command."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "run":
         _check_args(args)
         _prepare_out(args.out, args.overwrite)

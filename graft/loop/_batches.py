@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch.utils.data import Sampler
 
 from graft._format import to_device
+
+if TYPE_CHECKING:
+    from graft.loop._graft import Graft
 
 __all__ = ["GraftBatch", "GraftBatchSampler", "GraftLoader", "train_epoch"]
 
@@ -99,7 +103,12 @@ class GraftLoader:
             yield GraftBatch(data, self.graft._weight_of[indices.cpu()], indices)
 
 
-def train_epoch(graft, optimizer, epoch, loss_fn=None):
+def train_epoch(
+    graft: Graft,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    loss_fn: Callable | None = None,
+) -> float:
     """One epoch of weighted training with ``graft``; the mean loss.
 
     The loop of docs/graft.md: ``graft.set_epoch(epoch)``, then for every

@@ -5,43 +5,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import IterableDataset
 
-from graft.selection._protocol import missing_members
-
 
 def check_model_type(model):
     if model is not None and not isinstance(model, torch.nn.Module):
         raise TypeError(
             f"model must be a torch.nn.Module, got {type(model).__name__}; wrap a "
             "function in an nn.Module whose forward calls it."
-        )
-
-
-def check_selector(selector, mode):
-    """A selector with every member :class:`graft.selection.Selector` names."""
-    if selector is None:
-        return
-    if isinstance(selector, type):
-        raise TypeError(
-            f"selector must be a selector instance such as {selector.__name__}(0.3), "
-            "not the class; or None for all data."
-        )
-    missing = missing_members(selector)
-    if missing:
-        raise TypeError(
-            f"selector must be a selector such as GraftSelector(0.3), "
-            f"RandomSelector(0.3) or SageSelector(0.3), or None for all data; "
-            f"{type(selector).__name__} lacks {', '.join(missing)} (the members "
-            "of graft.selection.Selector)."
-        )
-    if mode == "online" and missing_members(selector, online=True):
-        raise ValueError(
-            f"{type(selector).__name__} selects in rounds and has no per-batch "
-            "select(model, inputs, targets, generator); use mode='refresh'."
-        )
-    if selector.reads not in ("record", "data"):
-        raise ValueError(
-            f"{type(selector).__name__}.reads ({selector.reads!r}) must be "
-            "'record' or 'data' (what its rounds read)."
         )
 
 

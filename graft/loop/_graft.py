@@ -34,11 +34,14 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Callable
+from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from graft._checks import check_choice, check_count, check_flag
+from graft._features import find_final_linear
 from graft._format import (
     BatchFormat,
     Classifier,
@@ -51,7 +54,6 @@ from graft.loop._checks import (
     check_dataset,
     check_device,
     check_model_type,
-    check_selector,
     check_state,
     check_targets,
 )
@@ -63,10 +65,13 @@ from graft.loop._processes import (
     select_stream,
     unwrap,
 )
-from graft.selection._features import find_final_linear
-from graft.selection._protocol import Round
-from graft.selection._record import SampleRecord
-from graft.selection._selectors import RandomSelector
+from graft.selection import (
+    RandomSelector,
+    Round,
+    SampleRecord,
+    Selector,
+    check_selector,
+)
 
 __all__ = ["Graft"]
 
@@ -210,26 +215,26 @@ class Graft:
 
     def __init__(
         self,
-        model,
-        dataset,
+        model: torch.nn.Module | None,
+        dataset: Dataset,
         *,
-        selector=None,
-        batch_size=128,
-        refresh_every=5,
-        mode="refresh",
-        seed=0,
-        device=None,
-        inputs=None,
-        targets=None,
-        outputs=None,
-        collate_fn=None,
-        num_workers=0,
-        drop_last=False,
-        warm_start=0,
-        progress=False,
-        process_rank=None,
-        world_size=None,
-    ):
+        selector: Selector | None = None,
+        batch_size: int = 128,
+        refresh_every: int = 5,
+        mode: Literal["refresh", "online"] = "refresh",
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        inputs: str | int | Callable | None = None,
+        targets: str | int | Callable | None = None,
+        outputs: Callable | None = None,
+        collate_fn: Callable | None = None,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        warm_start: int = 0,
+        progress: bool = False,
+        process_rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
         mode = check_choice("mode", mode, ("refresh", "online"))
         self.batch_size = check_count("batch_size", batch_size, 1)
         self.refresh_every = check_count("refresh_every", refresh_every, 1)

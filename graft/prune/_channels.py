@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from graft._checks import check_count, check_number
-from graft.loop._batches import GraftBatch
+from graft.loop import GraftBatch
 from maxvol_kit import fast_maxvol
 
 __all__ = ["collect_activations", "prune_channels", "prune_model"]

@@ -33,6 +33,7 @@ __all__ = [
     "Selection",
     "Selector",
     "batchwise_round",
+    "check_selector",
 ]
 
 
@@ -148,3 +149,47 @@ def missing_members(selector, online=False):
     """The members of :class:`Selector` (online: :class:`BatchSelector`) it lacks."""
     members = [*Selector.__annotations__, "select_round", *(["select"] * online)]
     return [m for m in members if not hasattr(selector, m)]
+
+
+def check_selector(
+    selector: Selector | None, mode: Literal["refresh", "online"] = "refresh"
+) -> None:
+    """Raise a clear error unless ``selector`` has every member :class:`Selector` names.
+
+    ``mode="online"`` also asks for :class:`BatchSelector`'s ``select``. None
+    (train on all data) passes.
+
+    Examples
+    --------
+    >>> from graft.selection import InfoBatchSelector, check_selector
+    >>> check_selector(InfoBatchSelector(8))
+    >>> check_selector(InfoBatchSelector(8), mode="online")
+    Traceback (most recent call last):
+    ...
+    ValueError: InfoBatchSelector selects in rounds and has no per-batch ...
+    """
+    if selector is None:
+        return
+    if isinstance(selector, type):
+        raise TypeError(
+            f"selector must be a selector instance such as {selector.__name__}(0.3), "
+            "not the class; or None for all data."
+        )
+    missing = missing_members(selector)
+    if missing:
+        raise TypeError(
+            f"selector must be a selector such as GraftSelector(0.3), "
+            f"RandomSelector(0.3) or SageSelector(0.3), or None for all data; "
+            f"{type(selector).__name__} lacks {', '.join(missing)} (the members "
+            "of graft.selection.Selector)."
+        )
+    if mode == "online" and missing_members(selector, online=True):
+        raise ValueError(
+            f"{type(selector).__name__} selects in rounds and has no per-batch "
+            "select(model, inputs, targets, generator); use mode='refresh'."
+        )
+    if selector.reads not in ("record", "data"):
+        raise ValueError(
+            f"{type(selector).__name__}.reads ({selector.reads!r}) must be "
+            "'record' or 'data' (what its rounds read)."
+        )

@@ -37,7 +37,7 @@ class SampleRecord:
         when the batches carry no integer class labels.
     """
 
-    def __init__(self, n_samples):
+    def __init__(self, n_samples: int) -> None:
         self.n_samples = n_samples
         self.loss = None
         self.embedding = None

@@ -91,7 +91,9 @@ class InfoBatchSelector:
     layer = None
     rounds_every_epoch = True
 
-    def __init__(self, epochs, *, prune_ratio=0.5, delta=0.875):
+    def __init__(
+        self, epochs: int, *, prune_ratio: float = 0.5, delta: float = 0.875
+    ) -> None:
         self.epochs = check_count("epochs", epochs, example=8)  # of training
         self.prune_ratio = check_number(
             "prune_ratio", prune_ratio, low=0, high=1, open_high=True, example=0.5

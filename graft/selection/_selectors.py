@@ -15,12 +15,14 @@ scores gradient agreement in two passes over the data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
 from graft._checks import check_choice, check_count, check_flag, check_number
+from graft._features import last_layer_gradients, penultimate
 from graft._format import take
-from graft.selection._features import last_layer_gradients, penultimate
 from graft.selection._protocol import Round, RoundSelection, Selection
 from graft.selection._rounds import budget, graft_round, mean_one, uniform_round
 from maxvol_kit.utils import (
@@ -57,7 +59,7 @@ class RandomSelector:
         """A round: ``fraction`` of the dataset, uniformly (the record is unread)."""
         return uniform_round(round.record.n_samples, self.fraction, round.generator)
 
-    def __init__(self, fraction):
+    def __init__(self, fraction: float) -> None:
         self.fraction = _check_fraction(fraction)
 
     def select(self, model, inputs, targets, generator):
@@ -117,7 +119,14 @@ class GraftSelector:
     wants_embeddings = True
     rounds_every_epoch = False
 
-    def __init__(self, fraction, *, eps=0.1, pool=2, layer=None):
+    def __init__(
+        self,
+        fraction: float,
+        *,
+        eps: float = 0.1,
+        pool: float | None = 2,
+        layer: str | None = None,
+    ) -> None:
         self.fraction = _check_fraction(fraction)
         self.eps = check_number("eps", eps, low=0, example=0.1)
         if pool is not None:
@@ -232,14 +241,14 @@ class SageSelector:
 
     def __init__(
         self,
-        fraction,
+        fraction: float,
         *,
-        sketch_size=32,
-        stratify=True,
-        pick="spread",
-        features="gradient",
-        layer=None,
-    ):
+        sketch_size: int = 32,
+        stratify: bool = True,
+        pick: Literal["spread", "top"] = "spread",
+        features: str | Callable = "gradient",
+        layer: str | None = None,
+    ) -> None:
         self.fraction = _check_fraction(fraction)
         self.pick = check_choice("pick", pick, ("spread", "top"))
         sketch_size = check_count("sketch_size", sketch_size, example=32)

@@ -187,8 +187,8 @@ def test_features_must_be_known():
 
 
 def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
+    from graft._features import last_layer_gradients, penultimate
     from graft.selection._dynamic_rank import choose_rank, prefix_residuals
-    from graft.selection._features import last_layer_gradients, penultimate
 
     model, data = _model(), _data(64)
     x, y = data.tensors
@@ -205,8 +205,8 @@ def test_graft_selector_uses_the_maxvol_prefix_and_the_rank_rule():
 
 
 def test_graft_selector_weights_are_the_least_squares_weights():
+    from graft._features import last_layer_gradients, penultimate
     from graft.selection._dynamic_rank import subset_weights
-    from graft.selection._features import last_layer_gradients, penultimate
 
     model, data = _model(), _data(64)
     x, y = data.tensors

@@ -58,8 +58,8 @@ def test_dominant_on_every_row_of_the_whole_matrix(client, method):
 
 def test_converged_tells_the_truth_when_stopped_early(client):
     A = on_cluster(client, scaled(16000, 10, 0), 200)
-    with pytest.warns(ConvergenceWarning, match="max_iters=0"):
-        early = tournament_maxvol(A, method="fast", max_iters=0, client=client)
+    with pytest.warns(ConvergenceWarning, match="max_iter=0"):
+        early = tournament_maxvol(A, method="fast", max_iter=0, client=client)
     # Without swap rounds the merge of 80 blocks is not dominant here.
     assert not early.converged
     assert max_abs_c(A.compute(), early.indices) > 1.05
@@ -194,12 +194,12 @@ def test_imports_and_runs_without_dask():
         ({"method": "fast", "n_candidates": 12}, ValueError, ["n_candidates (12)"]),
         ({"n_candidates": 3}, ValueError, ["n_candidates (3)", "at least r = 4"]),
         ({"tol": 0.9}, ValueError, ["tol (0.9)", "tol=1.05"]),
-        ({"max_iters": -1}, ValueError, ["max_iters (-1)"]),
+        ({"max_iter": -1}, ValueError, ["max_iter (-1)"]),
         ({"split_every": 1}, ValueError, ["split_every (1)", "split_every=None"]),
         ({"chunks": 0}, ValueError, ["chunks (0)", "rows per block"]),
         ({"n_offenders": 0}, ValueError, ["n_offenders (0)"]),
         ({"client": "localhost"}, TypeError, ["client", "Client"]),
-        ({"max_iters": 1.5}, TypeError, ["max_iters", "integer"]),
+        ({"max_iter": 1.5}, TypeError, ["max_iter", "integer"]),
     ],
 )
 def test_bad_parameters_name_the_parameter_and_the_fix(kwargs, error, words):

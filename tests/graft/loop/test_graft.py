@@ -8,7 +8,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, RandomSelector  # noqa: E402
-from graft.harness._models import make_model  # noqa: E402
+from graft.harness import make_model  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from graft import (  # noqa: E402
     RandomSelector,
     SampleRecord,
 )
-from graft.harness._data import corrupt  # noqa: E402
+from graft.harness import corrupt  # noqa: E402
 from graft.selection._rounds import graft_round  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
 from tests.graft.helpers import record_round  # noqa: E402

@@ -1,7 +1,8 @@
-"""SageSelector: agreement scores against a brute-force oracle, constant memory."""
+"""The selectors: SAGE against a brute-force oracle, GRAFT's online selection."""
 
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,8 +10,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 import graft.selection._selectors as selectors  # noqa: E402
-from graft import Graft, SageSelector  # noqa: E402
-from graft.selection._features import last_layer_gradients, penultimate  # noqa: E402
+from graft import Graft, GraftSelector, SageSelector  # noqa: E402
+from graft._features import last_layer_gradients, penultimate  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
 
 
@@ -149,3 +150,30 @@ def test_compressed_gradient_features_plug_in():
     chosen = graft.state_dict()["selected_indices"].tolist()
     assert len(chosen) == len(set(chosen)) == 20
     assert sum(calls) == 2 * 200  # two passes over the data
+
+
+def test_graft_leverage_probabilities_match_an_svd_oracle():
+    from graft.selection._selectors import _leverage_probabilities
+
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((40, 7)) @ np.diag([5, 4, 3, 2, 1, 0.5, 0.1])
+    U = np.linalg.svd(F - F.mean(axis=0), full_matrices=False)[0][:, :3]
+    expected = (U**2).sum(axis=1) / 3  # leverage of the top 3 directions, sum 1
+    p = _leverage_probabilities(torch.as_tensor(F), 3).numpy()
+    np.testing.assert_allclose(p, expected, rtol=1e-8)
+
+
+def test_graft_online_select_draws_the_budget_from_the_pool_with_mean_one_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(100, 6), torch.randint(0, 3, (100,))
+    selector = GraftSelector(0.1, pool=2)
+    sel = selector.select(model, x, y, torch.Generator().manual_seed(1))
+    again = selector.select(model, x, y, torch.Generator().manual_seed(1))
+    pool = torch.randperm(100, generator=torch.Generator().manual_seed(1))[:20]
+    assert len(sel.indices) == 10 and len(set(sel.indices.tolist())) == 10
+    assert set(sel.indices.tolist()) <= set(pool.tolist())  # picks from the pool
+    assert float(sel.weights.mean()) == pytest.approx(1.0) and bool(
+        (sel.weights > 0).all()
+    )
+    assert torch.equal(sel.indices, again.indices)  # the generator decides

@@ -17,7 +17,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 
 from graft import Graft, GraftBatch, GraftSelector, RandomSelector  # noqa: E402
-from graft.selection._features import penultimate  # noqa: E402
+from graft._features import penultimate  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 N, D, C = 240, 10, 3

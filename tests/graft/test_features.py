@@ -1,13 +1,11 @@
-"""Per-sample features (against autograd) and the dynamic-rank arithmetic."""
+"""Per-sample features of a model, against autograd and plain loops."""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from graft.selection._dynamic_rank import choose_rank, prefix_residuals, subset_weights  # noqa: E402
-from graft.selection._features import (  # noqa: E402
+from graft._features import (  # noqa: E402
     find_final_linear,
     last_layer_gradients,
     penultimate,
@@ -69,40 +67,3 @@ def test_find_final_linear_errors_name_the_option():
     model = _mlp()
     assert find_final_linear(model, layer="0") is model[0]
     assert find_final_linear(model) is model[2]
-
-
-def test_prefix_residuals_against_least_squares():
-    g = torch.Generator().manual_seed(0)
-    G = torch.randn(12, 9, generator=g, dtype=torch.float64)
-    order = [3, 7, 0, 11, 5, 2, 9, 1, 4]
-    e = prefix_residuals(G, order)
-    mean = G.mean(0)
-    for k in range(1, len(order) + 1):
-        S = G[order[:k]]
-        w = torch.linalg.lstsq(S.T, mean[:, None]).solution
-        expected = torch.linalg.vector_norm(S.T @ w[:, 0] - mean) / mean.norm()
-        assert float(e[k - 1]) == pytest.approx(float(expected), abs=1e-7)
-    assert np.all(np.diff(e.numpy()) <= 1e-12)
-    assert float(e[-1]) == pytest.approx(0.0, abs=1e-7)  # 9 picks span R^9
-
-
-def test_prefix_residuals_skip_dependent_picks():
-    G = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-    e = prefix_residuals(G, [0, 1, 2])
-    assert float(e[0]) == pytest.approx(float(e[1]))
-    assert float(e[2]) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_choose_rank_bounds():
-    e = torch.tensor([0.9, 0.5, 0.3, 0.1, 0.05])
-    assert choose_rank(e, 0.3, 1, 5) == 3
-    assert choose_rank(e, 0.3, 4, 5) == 4  # the lower bound wins
-    assert choose_rank(e, 0.01, 1, 5) == 5  # never below eps: the budget
-    assert choose_rank(e, 0.3, 1, 2) == 2
-
-
-def test_subset_weights_are_nonnegative_with_mean_one():
-    g = torch.Generator().manual_seed(3)
-    G = torch.randn(20, 6, generator=g, dtype=torch.float64)
-    w = subset_weights(G, [1, 4, 7, 9, 12, 15])
-    assert torch.all(w >= 0) and float(w.mean()) == pytest.approx(1.0)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
-from graft.harness._data import load_dataset, load_idx, load_mnist_like  # noqa: E402
+from graft.harness import load_dataset, load_idx, load_mnist_like  # noqa: E402
 from graft.harness.cli import main  # noqa: E402
 
 
@@ -144,14 +144,14 @@ def test_graft_run_on_corrupted_data_runs_the_clean_line_beside_it(tmp_path):
 
 
 def test_cosine_schedule_decays_to_near_zero_over_each_arm():
-    from graft.harness.cli import _epochs, _learning_rate, _parser
+    from graft.harness.cli import _epochs, _learning_rate, build_parser
 
-    args = _parser().parse_args(["run", "--epochs", "8", "--lr", "0.01"])
+    args = build_parser().parse_args(["run", "--epochs", "8", "--lr", "0.01"])
     lrs = [_learning_rate(args, e, 8) for e in range(8)]
     assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.01
     assert lrs[-1] < 0.01 * 0.02
     assert _epochs(args, "full-short") == 2 and _epochs(args, "random") == 8
-    args = _parser().parse_args(["run", "--schedule", "constant", "--lr", "0.01"])
+    args = build_parser().parse_args(["run", "--schedule", "constant", "--lr", "0.01"])
     assert _learning_rate(args, 5, 8) == 0.01
 
 

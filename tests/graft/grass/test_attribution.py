@@ -8,10 +8,10 @@ from scipy.stats import spearmanr  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
+from graft._features import per_sample_gradients  # noqa: E402
 from graft.grass._attribution import attribute  # noqa: E402
 from graft.grass._compressors import FactGraSS, GraSS  # noqa: E402
-from graft.harness._data import load_digits_split  # noqa: E402
-from graft.selection._features import per_sample_gradients  # noqa: E402
+from graft.harness import load_digits_split  # noqa: E402
 from tests.graft.helpers import full_batch_fit  # noqa: E402
 
 N_TRAIN, N_TEST, STEPS = 600, 40, 30

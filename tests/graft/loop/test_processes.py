@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from graft import Graft, GraftSelector, train_epoch  # noqa: E402
-from graft.harness._data import load_digits_split  # noqa: E402
+from graft.harness import load_digits_split  # noqa: E402
 from tests.graft.helpers import per_batch_graft  # noqa: E402
 
 EPOCHS = 6

@@ -126,7 +126,7 @@ def test_test_labels_outside_the_training_classes(tmp_path):
 
 def test_graft_run_refuses_mismatched_files_before_training(tmp_path):
     pytest.importorskip("torch")
-    from graft.harness._data import load_dataset
+    from graft.harness import load_dataset
 
     _write_set(tmp_path, "train", _images(4, 8, 8), np.arange(4))
     _write_set(tmp_path, "t10k", _images(4, 28, 28), np.arange(4))
