@@ -48,36 +48,12 @@ from torch import nn
 
 from graft._features import per_sample_gradients
 from graft.grass._compressors import FactGraSS, GraSS
-from graft.harness import load_mnist_like
+from graft.harness import TransformerBlock, fit, load_mnist_like
 
 PROJ_DIMS = (1024, 2048, 4096)
 BATCH = 64
 CHUNK = 16
 METHODS = ("FactGraSS", "GraSS (exact + SJLT)", "exact + Gaussian")
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block with attention from nn.Linear, and a head."""
-
-    def __init__(self, d=256, heads=4, hidden=1024, n_classes=10):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2, self.ln3 = (nn.LayerNorm(d) for _ in range(3))
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
-        self.head = nn.Linear(d, n_classes)
-
-    def forward(self, x):
-        n, T, d = x.shape
-        h = self.ln1(x)
-        q, k, v = (
-            f(h).view(n, T, self.heads, -1).transpose(1, 2)
-            for f in (self.q, self.k, self.v)
-        )
-        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
-        x = x + self.o((att @ v).transpose(1, 2).reshape(n, T, d))
-        x = x + self.mlp(self.ln2(x))
-        return self.head(self.ln3(x).mean(1))
 
 
 def build(name):
@@ -90,7 +66,7 @@ def build(name):
             nn.ReLU(),
             nn.Linear(256, 10),
         )
-    return Block()
+    return TransformerBlock()
 
 
 def data(name, n, seed):
@@ -116,16 +92,7 @@ def data(name, n, seed):
 def trained(name, steps):
     model = build(name)
     x, y = data(name, steps * 128, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for i in range(steps):
-        xb, yb = x[i * 128 : (i + 1) * 128], y[i * 128 : (i + 1) * 128]
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    return fit(model, x, y, steps=steps, lr=1e-3, batch_size=128)
 
 
 def exact_gradients(model, x, y):

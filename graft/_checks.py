@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
+from maxvol_kit.utils import check_flag as _check_flag
 
 __all__ = ["check_choice", "check_count", "check_flag", "check_number"]
 
@@ -30,11 +30,7 @@ def check_choice(name, value, choices):
 
 def check_flag(name, value):
     """``value`` as a bool; strings, None and numbers are refused (TypeError)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{name} must be True or False, got {type(value).__name__} {value!r}."
-        )
-    return bool(value)
+    return _check_flag(value, name=name)
 
 
 def check_count(name, value, low=1, *, example=None):

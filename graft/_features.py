@@ -7,19 +7,36 @@
   ``g_i = (softmax(z_i) - e_{y_i}) (x) [h_i, 1]``, shape (n, C (h + 1)).
 - :func:`per_sample_gradients`: full per-sample gradients with
   ``torch.func`` (``vmap(grad(...))`` over detached parameters).
+- :func:`eval_mode`: a model in eval mode for a while, every layer's own mode
+  restored after (a user may keep some layers in eval mode while training).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
 
 __all__ = [
+    "eval_mode",
     "find_final_linear",
     "last_layer_gradients",
     "penultimate",
     "per_sample_gradients",
 ]
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model`` in eval mode inside the block; each module's own mode after it."""
+    modes = [(m, m.training) for m in model.modules()]  # per layer
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def find_final_linear(model, layer=None):

@@ -6,6 +6,8 @@ backends:
 
 - :func:`allocate` splits a selection budget over groups (classes) in
   proportion to their size, largest remainder first.
+- :func:`check_flag` accepts Python and NumPy bools only (TypeError for
+  strings, None and numbers).
 - :func:`check_random_state` turns ``None``, an int, a NumPy ``Generator``
   or ``RandomState`` into a NumPy ``Generator``.
 - :func:`principal_coordinates` gives the principal coordinates ``U S`` of a
@@ -30,10 +32,12 @@ from maxvol_kit._sketch import (
     sparse_sign_projection,
 )
 from maxvol_kit._sketch import host_rng as check_random_state
+from maxvol_kit._validation import check_flag
 
 __all__ = [
     "FrequentDirectionsSketch",
     "allocate",
+    "check_flag",
     "check_random_state",
     "dense_projection",
     "gaussian_map",

@@ -207,7 +207,26 @@ def _check_inputs(inputs, targets):
             _check_finite(X, f"the {name}", _DATA_FIX)
 
 
-class GraSS:
+class _Compressor:
+    """The model, output width and seed GraSS and FactGraSS share.
+
+    Also the checks every ``per_sample_gradients`` call starts with.
+    """
+
+    def __init__(self, model, proj_dim, seed):
+        _check_model(model)
+        self.model = model
+        self.proj_dim = _check_dim(proj_dim, "proj_dim", "e.g. proj_dim=1024")
+        self.seed = _check_seed(seed)
+
+    def _loss_fn(self, inputs, targets, loss_fn):
+        """Check a call's inputs (before any gradient); the loss to use."""
+        _check_inputs(inputs, targets)
+        _check_model_inputs(self.model, inputs, targets, loss_fn)
+        return loss_fn or _cross_entropy
+
+
+class GraSS(_Compressor):
     """Compressed full per-sample gradients: mask, then sparse JL.
 
     ``g_i`` (all parameters, computed with ``torch.func``, ``chunk_size``
@@ -260,10 +279,7 @@ class GraSS:
         projection: Literal["sjlt", "gaussian"] = "sjlt",
         chunk_size: int = 32,
     ) -> None:
-        _check_model(model)
-        self.model = model
-        self.proj_dim = _check_dim(proj_dim, "proj_dim", "e.g. proj_dim=1024")
-        self.seed = _check_seed(seed)
+        super().__init__(model, proj_dim, seed)
         self.chunk_size = _check_dim(chunk_size, "chunk_size", "e.g. chunk_size=32")
         self.n_parameters = sum(p.numel() for p in model.parameters())
         if self.n_parameters == 0:
@@ -306,9 +322,7 @@ class GraSS:
         """
         from graft._features import per_sample_gradients
 
-        _check_inputs(inputs, targets)
-        _check_model_inputs(self.model, inputs, targets, loss_fn)
-        loss_fn = loss_fn or _cross_entropy
+        loss_fn = self._loss_fn(inputs, targets, loss_fn)
 
         def scalar_loss(out, y):
             return _per_sample_losses(loss_fn, out, y).sum()
@@ -544,7 +558,7 @@ class _NormCompressor:
         return z if self.final is None else self.final(z)
 
 
-class FactGraSS:
+class FactGraSS(_Compressor):
     """Compressed per-sample gradients of linear layers, never formed in full.
 
     For each hooked layer (``nn.Linear``; ``nn.Conv2d`` through its unfolded
@@ -642,10 +656,7 @@ class FactGraSS:
         mask_out: int | None = None,
         oversample: int = 32,
     ) -> None:
-        _check_model(model)
-        self.model = model
-        self.proj_dim = _check_dim(proj_dim, "proj_dim", "e.g. proj_dim=1024")
-        self.seed = _check_seed(seed)
+        super().__init__(model, proj_dim, seed)
         self.oversample = _check_dim(oversample, "oversample", "e.g. oversample=32")
         for name, m in (("mask_in", mask_in), ("mask_out", mask_out)):
             if m is not None:
@@ -734,9 +745,7 @@ class FactGraSS:
             gradients of a layer hold NaN or inf, naming the samples (and
             layers).
         """
-        _check_inputs(inputs, targets)
-        _check_model_inputs(self.model, inputs, targets, loss_fn)
-        loss_fn = loss_fn or _cross_entropy
+        loss_fn = self._loss_fn(inputs, targets, loss_fn)
         calls = {name: [] for name in self.layers}
         modules = dict(self.model.named_modules())
         handles = []

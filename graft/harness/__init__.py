@@ -8,7 +8,8 @@ and the benchmarks build experiments from.
   as Fashion-MNIST, train and test), :func:`load_idx`, :func:`load_mnist_like`,
   :func:`load_digits_split`, and :func:`corrupt` (duplicates, label noise,
   a long tail on the training set).
-- :mod:`graft.harness._models`: :func:`make_model`, the MLP and the small CNN.
+- :mod:`graft.harness._models`: :func:`make_model`, the MLP and the small CNN,
+  and :class:`TransformerBlock` for token inputs; :func:`fit`, a few Adam steps.
 - :mod:`graft.harness.cli`: ``graft run`` (:func:`build_parser`,
   :func:`run_one`, :func:`evaluate`, :func:`main`).
 - :mod:`graft.harness._report`: the report (``report.json``, ``report.md``
@@ -22,13 +23,15 @@ from graft.harness._data import (
     load_idx,
     load_mnist_like,
 )
-from graft.harness._models import make_model
+from graft.harness._models import TransformerBlock, fit, make_model
 from graft.harness.cli import build_parser, evaluate, main, run_one
 
 __all__ = [
+    "TransformerBlock",
     "build_parser",
     "corrupt",
     "evaluate",
+    "fit",
     "load_dataset",
     "load_digits_split",
     "load_idx",

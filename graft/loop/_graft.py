@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from graft._checks import check_choice, check_count, check_flag
-from graft._features import find_final_linear
+from graft._features import eval_mode, find_final_linear
 from graft._format import (
     BatchFormat,
     Classifier,
@@ -526,15 +526,12 @@ class Graft:
     @contextlib.contextmanager
     def _evaluating(self):
         """The model in eval mode for a selection, back to its mode after."""
-        modes = [(m, m.training) for m in self.model.modules()]  # per layer
-        self.model.eval()
         self._capture.selecting = True
         try:
-            yield
+            with eval_mode(self.model):
+                yield
         finally:
             self._capture.selecting = False
-            for module, training in modes:
-                module.training = training
 
     def _selector_at(self, epoch):
         """The selector of ``epoch``: random ones during the warm start."""

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from graft._checks import check_count, check_number
+from graft._features import eval_mode
 from graft.loop import GraftBatch
 from maxvol_kit import fast_maxvol
 
@@ -573,14 +574,8 @@ def collect_activations(
 @contextlib.contextmanager
 def _evaluating(model):
     """``model`` in eval mode without gradients; every module's own mode restored."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _on_device(x, model):

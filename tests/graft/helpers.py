@@ -1,20 +1,11 @@
 """Helpers shared by the graft tests."""
 
-import torch
-from torch import nn
-
 
 def full_batch_fit(model, x, y, *, steps, lr):
     """Full-batch Adam on cross-entropy; the model in eval mode, no ``.grad`` left."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
+    from graft.harness import fit
+
+    return fit(model, x, y, steps=steps, lr=lr)
 
 
 def per_batch_graft(*args, **kwargs):

@@ -16,6 +16,7 @@ from graft.grass._compressors import (  # noqa: E402
     SparseJL,
     hookable_layers,
 )
+from graft.harness import TransformerBlock  # noqa: E402
 from maxvol_kit.utils import dense_projection, sparse_sign_projection  # noqa: E402
 from tests.conftest import needs_gpu  # noqa: E402
 from tests.graft.helpers import full_batch_fit  # noqa: E402
@@ -23,28 +24,8 @@ from tests.graft.helpers import full_batch_fit  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyBlock(nn.Module):
-    """Pre-norm transformer block on (n, T, d) inputs, attention from nn.Linear."""
-
-    def __init__(self, d=32, heads=2, hidden=96, n_classes=5):
-        super().__init__()
-        self.heads = heads
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
-        self.head = nn.Linear(d, n_classes)
-
-    def forward(self, x):
-        n, T, d = x.shape
-        h = self.ln1(x)
-        q, k, v = (
-            f(h).view(n, T, self.heads, -1).transpose(1, 2)
-            for f in (self.q, self.k, self.v)
-        )
-        att = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v
-        x = x + self.o(att.transpose(1, 2).reshape(n, T, d))
-        x = x + self.mlp(self.ln2(x))
-        return self.head(x.mean(1))
+def TinyBlock():
+    return TransformerBlock(d=32, heads=2, hidden=96, n_classes=5)
 
 
 def _mlp(dtype=torch.float32):
