@@ -42,6 +42,16 @@ class SkeletonResult:
         ``M[I, :]`` (columns) with the requested ``tol``.
     log_volume : float
         ``log|det M[I, J]|``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import skeleton
+    >>> rng = np.random.default_rng(0)
+    >>> M = rng.standard_normal((30, 3)) @ rng.standard_normal((3, 20))  # rank 3
+    >>> res = skeleton(M, 3)
+    >>> res.left.shape, res.right.shape, np.allclose(res.left @ res.right, M)
+    ((30, 3), (3, 20), True)
     """
 
     rows: Any

@@ -59,6 +59,17 @@ class MaxVolResult:
         ``C = A @ pinv(A[indices])``, so that ``A = C @ A[indices]`` when
         ``k >= rank A``. Computed on first access when the algorithm did not
         form it (the result then holds a reference to ``A``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit import maxvol
+    >>> A = np.random.default_rng(0).standard_normal((50, 4))
+    >>> res = maxvol(A)
+    >>> res.indices.shape, res.converged, bool(np.abs(res.coefficients).max() <= 1.05)
+    ((4,), True, True)
+    >>> np.allclose(res.coefficients @ A[res.indices], A)
+    True
     """
 
     indices: Any

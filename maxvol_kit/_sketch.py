@@ -47,7 +47,23 @@ __all__ = [
 
 
 def host_rng(random_state):
-    """A NumPy ``Generator`` from an int, a ``Generator``, a ``RandomState`` or None."""
+    """A NumPy ``Generator`` from an int, a ``Generator``, a ``RandomState`` or None.
+
+    Parameters
+    ----------
+    random_state : int, numpy Generator, RandomState, SeedSequence or None
+
+    Returns
+    -------
+    numpy.random.Generator
+        The Generator itself when one is passed (its draws continue).
+
+    Examples
+    --------
+    >>> from maxvol_kit.utils import check_random_state
+    >>> check_random_state(0).integers(10, size=3).tolist()
+    [8, 6, 5]
+    """
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(2**63))
     if not (
@@ -184,6 +200,26 @@ def principal_coordinates(F, rank=None, random_state=None):
     Directions below ``sqrt(eps)`` of the largest carry nothing a selection
     can use, and dropping them keeps greedy pivots clear of roundoff; the
     result has ``r`` columns, 0 for constant rows.
+
+    Parameters
+    ----------
+    F : array of shape (n, d)
+        Centred rows, on any backend.
+    rank : int or None, default=None
+    random_state : int, numpy Generator or None
+        Seed of the randomized SVD.
+
+    Returns
+    -------
+    array of shape (n, r), ``r <= min(n, d, rank)``, same backend as ``F``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit.utils import principal_coordinates
+    >>> F = np.outer(np.arange(4.0) - 1.5, [1.0, 2.0])  # rank one
+    >>> principal_coordinates(F).shape
+    (4, 1)
     """
     xp = get_backend(F).xp
     if rank is None:
@@ -346,6 +382,13 @@ def sparse_sign_projection(X, k, *, random_state=None):
     Returns
     -------
     Z : array of shape (n, k), same backend and device as ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit.utils import sparse_sign_projection
+    >>> sparse_sign_projection(np.eye(6), 3, random_state=0).shape
+    (6, 3)
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
@@ -367,6 +410,14 @@ def dense_projection(X, k, *, kind="gaussian", random_state=None):
     Returns
     -------
     Z : array of shape (n, k), same backend and device as ``X``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit.utils import dense_projection
+    >>> Z = dense_projection(np.ones((2, 100)), 50, kind="rademacher", random_state=0)
+    >>> Z.shape
+    (2, 50)
     """
     X, backend = check_matrix(X, name="X", tall=False)
     k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")

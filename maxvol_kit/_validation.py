@@ -35,6 +35,18 @@ class ConvergenceWarning(UserWarning):
 
     Silence it with ``warnings.filterwarnings("ignore",
     category=maxvol_kit.ConvergenceWarning)``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from maxvol_kit import ConvergenceWarning, maxvol
+    >>> A = np.random.default_rng(1).standard_normal((200, 8))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = maxvol(A, max_iter=0)
+    >>> res.converged == (not any(w.category is ConvergenceWarning for w in caught))
+    True
     """
 
 
@@ -271,7 +283,19 @@ def check_tol(tol, *, name="tol", minimum=1.0, usual=1.05):
 
 
 def check_flag(value, *, name):
-    """Validate a bool (NumPy bools too); strings and None are refused."""
+    """Validate a bool (NumPy bools too); strings and None are refused.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maxvol_kit.utils import check_flag
+    >>> check_flag(np.True_, name="refine")
+    True
+    >>> check_flag("yes", name="refine")
+    Traceback (most recent call last):
+    ...
+    TypeError: refine must be True or False, got str 'yes'.
+    """
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(
             f"{name} must be True or False, got {type(value).__name__} {value!r}."

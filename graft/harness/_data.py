@@ -46,12 +46,33 @@ def load_idx(path):
     big-endian int32 per dimension, then the data in C order. Gzip is
     recognised by its magic bytes, whatever the file is called.
 
+    Parameters
+    ----------
+    path : path-like
+        An IDX file, gzipped or not.
+
+    Returns
+    -------
+    ndarray
+        Of the header's dtype and shape, e.g. (n, 28, 28) uint8 for images.
+
     Raises
     ------
     ValueError
         If the file is not IDX, its gzip stream is corrupt or cut short, its
         header is incomplete, or the data does not fill the header's shape;
         the message names the file and the fix.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from graft.harness import load_idx
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels-idx1-ubyte"
+    >>> header = bytes([0, 0, 8, 1]) + (3).to_bytes(4, "big")  # uint8, 1 dim of 3
+    >>> _ = path.write_bytes(header + bytes([7, 0, 2]))
+    >>> load_idx(path).tolist()
+    [7, 0, 2]
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -202,6 +223,13 @@ def load_mnist_like(directory=None, *, split="train"):
     ValueError
         If a file is damaged (:func:`load_idx`), or the images and labels
         files disagree on the number of samples.
+
+    Examples
+    --------
+    >>> from graft.harness import load_mnist_like
+    >>> X, y = load_mnist_like(split="test")  # doctest: +SKIP
+    >>> X.shape, y.shape  # doctest: +SKIP
+    ((10000, 28, 28), (10000,))
     """
     return _load_pair(*_idx_paths(directory, split))
 
@@ -238,6 +266,18 @@ def load_digits_split(test_size=0.3, random_state=0):
     """scikit-learn's 8x8 digits, split into train and test (stratified).
 
     Returns ``(X_train, X_test, y_train, y_test)`` with pixel values in [0, 1].
+
+    Parameters
+    ----------
+    test_size : float, default=0.3
+    random_state : int, default=0
+
+    Examples
+    --------
+    >>> from graft.harness import load_digits_split
+    >>> X_train, X_test, y_train, y_test = load_digits_split()
+    >>> X_train.shape, X_test.shape, float(X_train.max()) <= 1.0
+    ((1257, 64), (540, 64), True)
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -274,6 +314,16 @@ def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
     -------
     X, y : ndarrays
         The corrupted set (float32 images, int64 labels).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from graft.harness import corrupt
+    >>> X = np.random.default_rng(0).random((300, 1, 8, 8))
+    >>> y = np.arange(300) % 3
+    >>> Xc, yc = corrupt(X, y, imbalance=10.0)
+    >>> np.bincount(yc).tolist()  # class 2 keeps a tenth
+    [100, 32, 10]
     """
     for name, value, high in (
         ("duplicates", duplicates, 1.0),
@@ -352,6 +402,13 @@ def load_dataset(
         Before any training, if an IDX file is damaged, or the files disagree:
         images and labels counts, train and test image sizes, or test labels
         outside the training classes.
+
+    Examples
+    --------
+    >>> from graft.harness import load_dataset
+    >>> train, test, info = load_dataset("digits", train_size=500)
+    >>> len(train), info["in_shape"], info["n_classes"]
+    (500, (1, 8, 8), 10)
     """
     import torch
     from torch.utils.data import TensorDataset

@@ -14,6 +14,16 @@ class TransformerBlock(nn.Module):
     Attention is built from ``nn.Linear`` layers (``q``, ``k``, ``v``, ``o``)
     so that every weight is a linear layer's, as FactGraSS factors them.
 
+    Parameters
+    ----------
+    d : int, default=256
+        Token width.
+    heads : int, default=4
+        Attention heads (``d`` must be a multiple).
+    hidden : int, default=1024
+        Width of the feed-forward layer.
+    n_classes : int, default=10
+
     Examples
     --------
     >>> import torch
@@ -79,6 +89,24 @@ def make_model(name, in_shape, n_classes):
 
     ``in_shape`` is one sample's shape: ``(channels, height, width)`` for the
     CNN, anything for the MLP (it flattens).
+
+    Parameters
+    ----------
+    name : {"mlp", "cnn"}
+    in_shape : tuple of int
+    n_classes : int
+
+    Returns
+    -------
+    torch.nn.Sequential
+        Freshly initialised (seed torch first for a given draw).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft.harness import make_model
+    >>> make_model("cnn", (1, 28, 28), 10)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
     """
     builders = {"mlp": _mlp, "cnn": _cnn}
     if name not in builders:
@@ -96,6 +124,15 @@ def fit(model, x, y, *, steps, lr, batch_size=None):
 
     Step ``i`` trains on rows ``[i * batch_size, (i + 1) * batch_size)`` of
     ``x`` and ``y`` (None: all of them, every step).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    x, y : Tensor
+        Inputs and class labels.
+    steps : int
+    lr : float
+    batch_size : int or None, default=None
 
     Examples
     --------

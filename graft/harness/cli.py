@@ -76,7 +76,15 @@ _RUN_FLAGS = (
 
 
 def build_parser():
-    """The ``graft`` command line's parser (``graft run`` and its flags)."""
+    """The ``graft`` command line's parser (``graft run`` and its flags).
+
+    Examples
+    --------
+    >>> from graft.harness import build_parser
+    >>> args = build_parser().parse_args(["run", "--epochs", "3"])
+    >>> args.command, args.epochs
+    ('run', 3)
+    """
     parser = argparse.ArgumentParser(prog="graft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
@@ -117,6 +125,27 @@ def evaluate(model, data, batch_size=1000):
     """Top-1 accuracy of ``model`` on a dataset of ``(x, y)`` tensors, in eval mode.
 
     ``data[start:stop]`` must return a tensor pair (a ``TensorDataset``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    data : TensorDataset
+    batch_size : int, default=1000
+
+    Returns
+    -------
+    float in [0, 1]
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft.harness import evaluate
+    >>> model = torch.nn.Linear(2, 2)
+    >>> with torch.no_grad():
+    ...     _ = model.weight.copy_(torch.eye(2)), model.bias.zero_()
+    >>> evaluate(model, TensorDataset(torch.eye(2), torch.tensor([0, 1])))
+    1.0
     """
     import torch
 
@@ -158,6 +187,15 @@ def run_one(args, name, seed, train, test, info, log):
     ``train`` / ``test`` tensor datasets and ``info`` their ``in_shape`` and
     ``n_classes``, ``log`` a ``print``-like callable. The record holds the
     accuracy after every epoch, the times and the selection history.
+
+    Examples
+    --------
+    >>> from graft.harness import build_parser, load_dataset, run_one
+    >>> train, test, info = load_dataset("digits", train_size=300)
+    >>> args = build_parser().parse_args(["run", "--epochs", "1", "--model", "mlp"])
+    >>> record = run_one(args, "random", 0, train, test, info, log=lambda *a: None)
+    >>> record["selector"], len(record["history"]), record["fraction_achieved"]
+    ('random', 1, 0.3)
     """
     import torch
 
@@ -399,7 +437,26 @@ def _prepare_out(out, overwrite):
 
 
 def main(argv=None):
-    """Entry point of the ``graft`` command."""
+    """Entry point of the ``graft`` command.
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success; errors in the flags exit with status 2, before loading.
+
+    Examples
+    --------
+    >>> from graft.harness import main
+    >>> main(["run", "--epochs", "0"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    SystemExit: ...
+    """
     args = build_parser().parse_args(argv)
     if args.command == "run":
         _check_args(args)

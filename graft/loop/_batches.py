@@ -31,6 +31,18 @@ class GraftBatch(NamedTuple):
         its picks).
     indices : Tensor of shape (batch_size,)
         Their indices in the training dataset.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft
+    >>> data = TensorDataset(torch.randn(10, 3), torch.arange(10) % 2)
+    >>> graft = Graft(torch.nn.Linear(3, 2), data, batch_size=4)
+    >>> graft.set_epoch(0)
+    >>> (x, y), weights, indices = next(iter(graft.dataloader()))
+    >>> x.shape, weights.tolist(), len(indices)
+    (torch.Size([4, 3]), [1.0, 1.0, 1.0, 1.0], 4)
     """
 
     data: Any
@@ -45,6 +57,24 @@ class GraftBatchSampler(Sampler):
     what the selector chose. ``set_epoch(epoch)`` is ``graft.set_epoch``;
     ``len()`` is the number of batches of the current epoch (in refresh
     mode it is known once ``set_epoch`` has made the epoch's round).
+
+    Parameters
+    ----------
+    graft : Graft
+        The wrapper whose selection it serves (``graft.batch_sampler``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import DataLoader, TensorDataset
+    >>> from graft import Graft, RandomSelector
+    >>> data = TensorDataset(torch.randn(20, 3), torch.arange(20) % 2)
+    >>> graft = Graft(torch.nn.Linear(3, 2), data, selector=RandomSelector(0.5),
+    ...               batch_size=5)
+    >>> graft.set_epoch(0)
+    >>> loader = DataLoader(data, batch_sampler=graft.batch_sampler)
+    >>> len(loader), sum(len(y) for _, y in loader)
+    (2, 10)
     """
 
     def __init__(self, graft):
@@ -73,6 +103,24 @@ class GraftLoader:
     batches with their dataset indices; the weights are attached in the main
     process from the current selection, so they are exact with any number of
     workers.
+
+    Parameters
+    ----------
+    graft : Graft
+        The wrapper whose batches it loads.
+    dataloader : torch.utils.data.DataLoader
+        A loader over ``graft.batch_sampler`` of ``(rows, dataset indices)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, GraftLoader
+    >>> data = TensorDataset(torch.randn(8, 3), torch.arange(8) % 2)
+    >>> graft = Graft(torch.nn.Linear(3, 2), data, batch_size=4)
+    >>> loader = graft.dataloader()
+    >>> isinstance(loader, GraftLoader), len(loader), loader.batch_size
+    (True, 2, 4)
     """
 
     def __init__(self, graft, dataloader):
@@ -117,6 +165,33 @@ def train_epoch(
     with ``reduction="none"``), ``graft.update`` and an optimizer step.
     Inputs, targets and logits are found as ``Graft(inputs=, targets=,
     outputs=)`` say.
+
+    Parameters
+    ----------
+    graft : Graft
+    optimizer : torch.optim.Optimizer
+        Steps ``graft.model``'s parameters.
+    epoch : int
+    loss_fn : callable or None
+        ``loss_fn(logits, targets) -> Tensor (n,)`` of per-sample losses.
+
+    Returns
+    -------
+    float
+        The mean training loss over the epoch's samples.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, RandomSelector, train_epoch
+    >>> data = TensorDataset(torch.randn(64, 4), torch.arange(64) % 2)
+    >>> model = torch.nn.Linear(4, 2)
+    >>> graft = Graft(model, data, selector=RandomSelector(0.5), batch_size=16)
+    >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    >>> loss = train_epoch(graft, opt, epoch=0)
+    >>> graft.fraction_achieved()
+    0.5
     """
     loss_fn = loss_fn or (
         lambda out, y: torch.nn.functional.cross_entropy(out, y, reduction="none")

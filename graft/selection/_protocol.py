@@ -50,6 +50,16 @@ class Selection:
     rank : int
         The rank of the coordinates the selection was made in (the number of
         directions it covers; the number kept for a uniform draw).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft import RandomSelector
+    >>> sel = RandomSelector(0.25).select(
+    ...     None, torch.randn(8, 3), torch.zeros(8, dtype=torch.long),
+    ...     torch.Generator().manual_seed(0))
+    >>> len(sel.indices), sel.weights.tolist(), sel.rank
+    (2, [1.0, 1.0], 2)
     """
 
     indices: torch.Tensor
@@ -75,6 +85,16 @@ class Round(NamedTuple):
     batches : callable
         ``batches()`` returns a fresh iterator of ``(inputs, targets,
         dataset_indices)`` over this process's shard of the dataset.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft import RandomSelector, SampleRecord
+    >>> from graft.selection import Round
+    >>> round = Round(epoch=0, record=SampleRecord(10), generator=torch.Generator(),
+    ...               model=None, batches=lambda: iter(()))
+    >>> len(RandomSelector(0.3).select_round(round).indices)
+    3
     """
 
     epoch: int
@@ -85,7 +105,25 @@ class Round(NamedTuple):
 
 
 class RoundSelection(NamedTuple):
-    """A round's result: dataset indices, their loss weights, the ranks used."""
+    """A round's result: dataset indices, their loss weights, the ranks used.
+
+    Attributes
+    ----------
+    indices : Tensor of shape (k,)
+        Dataset indices of the samples kept, distinct.
+    weights : Tensor of shape (k,)
+        Their loss weights (non-negative).
+    ranks : list of int
+        The rank of the coordinates of each batch or class the round selected in.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft.selection import RoundSelection
+    >>> indices, weights, ranks = RoundSelection(torch.arange(3), torch.ones(3), [3])
+    >>> indices.tolist(), ranks
+    ([0, 1, 2], [3])
+    """
 
     indices: torch.Tensor
     weights: torch.Tensor
@@ -110,6 +148,15 @@ class Selector(Protocol):
         The name of that ``nn.Linear`` (None: the model's last one).
     rounds_every_epoch : bool
         A round at every epoch, whatever ``refresh_every`` says (InfoBatch).
+
+    Examples
+    --------
+    >>> from graft import GraftSelector, InfoBatchSelector
+    >>> from graft.selection import Selector
+    >>> isinstance(GraftSelector(0.3), Selector), GraftSelector(0.3).reads
+    (True, 'record')
+    >>> isinstance(InfoBatchSelector(8), Selector)
+    True
     """
 
     fraction: float
@@ -124,7 +171,17 @@ class Selector(Protocol):
 
 @runtime_checkable
 class BatchSelector(Selector, Protocol):
-    """A :class:`Selector` that also selects within one batch (online mode)."""
+    """A :class:`Selector` that also selects within one batch (online mode).
+
+    Examples
+    --------
+    >>> from graft import InfoBatchSelector, RandomSelector
+    >>> from graft.selection import BatchSelector
+    >>> isinstance(RandomSelector(0.3), BatchSelector)
+    True
+    >>> isinstance(InfoBatchSelector(8), BatchSelector)  # rounds only
+    False
+    """
 
     def select(self, model, inputs, targets, generator) -> Selection:
         """The rows of one batch to keep, with their loss weights."""
@@ -135,6 +192,29 @@ def batchwise_round(selector: BatchSelector, round: Round) -> RoundSelection:
 
     For selectors whose choice is per batch, e.g. ``select_round =
     lambda self, round: batchwise_round(self, round)``.
+
+    Parameters
+    ----------
+    selector : BatchSelector
+    round : Round
+
+    Returns
+    -------
+    RoundSelection
+        The batches' selections in dataset indices, one rank per batch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft import RandomSelector
+    >>> from graft.selection import Round, batchwise_round
+    >>> batches = [(torch.randn(4, 2), torch.zeros(4, dtype=torch.long),
+    ...             torch.arange(4) + 4 * b) for b in range(3)]
+    >>> round = Round(0, None, torch.Generator().manual_seed(0), None,
+    ...               lambda: iter(batches))
+    >>> chosen, weights, ranks = batchwise_round(RandomSelector(0.5), round)
+    >>> len(chosen), ranks
+    (6, [2, 2, 2])
     """
     chosen, weights, ranks = [], [], []
     for inputs, targets, indices in round.batches():
@@ -154,10 +234,24 @@ def missing_members(selector, online=False):
 def check_selector(
     selector: Selector | None, mode: Literal["refresh", "online"] = "refresh"
 ) -> None:
-    """Raise a clear error unless ``selector`` has every member :class:`Selector` names.
+    """Raise a clear error unless ``selector`` has every member of :class:`Selector`.
 
     ``mode="online"`` also asks for :class:`BatchSelector`'s ``select``. None
     (train on all data) passes.
+
+    Parameters
+    ----------
+    selector : Selector or None
+    mode : {"refresh", "online"}, default="refresh"
+        Graft's mode: online selection needs ``select``.
+
+    Raises
+    ------
+    TypeError
+        For a class instead of an instance, or a missing member (all named).
+    ValueError
+        For ``reads`` other than "record" or "data", or online mode without
+        ``select``.
 
     Examples
     --------

@@ -35,6 +35,22 @@ class SampleRecord:
     target : Tensor of shape (n_samples,) or None
         The class label of each recorded sample (-1: not recorded); None
         when the batches carry no integer class labels.
+
+    Parameters
+    ----------
+    n_samples : int
+        The size of the training dataset.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from graft import SampleRecord
+    >>> record = SampleRecord(5)
+    >>> record.write(torch.tensor([1, 3]), torch.tensor([0.5, 2.0]), None, epoch=0)
+    >>> record.loss.tolist()
+    [nan, 0.5, nan, 2.0, nan]
+    >>> record.epoch.tolist()
+    [-1, 0, -1, 0, -1]
     """
 
     def __init__(self, n_samples: int) -> None:

@@ -47,6 +47,17 @@ class RandomSelector:
     Parameters
     ----------
     fraction : float in (0, 1]
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, RandomSelector
+    >>> data = TensorDataset(torch.randn(100, 4), torch.arange(100) % 2)
+    >>> graft = Graft(torch.nn.Linear(4, 2), data, selector=RandomSelector(0.3))
+    >>> graft.set_epoch(0)
+    >>> len(graft.selected_indices)
+    30
     """
 
     name = "random"
@@ -233,6 +244,17 @@ class SageSelector:
         ``FactGraSS`` compressor's per-sample gradients).
     layer : str or None
         Name of the final ``nn.Linear`` (default: the last one).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from graft import Graft, SageSelector
+    >>> data = TensorDataset(torch.randn(120, 4), torch.arange(120) % 3)
+    >>> graft = Graft(torch.nn.Linear(4, 3), data, selector=SageSelector(0.25))
+    >>> graft.set_epoch(0)  # two passes of the model over the data
+    >>> len(graft.selected_indices)
+    30
     """
 
     name = "sage"
