@@ -72,7 +72,14 @@ html_show_sourcelink = False
 
 # -- API reference: one stub per public name ---------------------------------
 
-PUBLIC_MODULES = ("maxvol_kit", "maxvol_kit.utils", "graft", "graft.lightning")
+PUBLIC_MODULES = (
+    "maxvol_kit",
+    "maxvol_kit.utils",
+    "graft",
+    "graft.selection",
+    "graft.lightning",
+    "graft.harness",
+)
 # scikit-learn adds set_*_request methods to every estimator class.
 _SKLEARN_ROUTING = re.compile(r"^set_\w+_request$")
 
@@ -101,10 +108,13 @@ def write_api_stubs(app):
     """Write docs/generated/<module>.<name>.rst for every public name."""
     out = Path(app.srcdir) / "generated"
     out.mkdir(exist_ok=True)
-    wanted = set()
+    wanted, done = set(), set()
     for module_name in PUBLIC_MODULES:
         module, names = _public_names(module_name)
         for name in names:
+            if id(getattr(module, name)) in done:
+                continue  # one page per object: graft.X, not graft.selection.X too
+            done.add(id(getattr(module, name)))
             path = out / f"{module_name}.{name}.rst"
             text = _stub(module_name, name, _kind(getattr(module, name)))
             wanted.add(path)
@@ -119,7 +129,9 @@ class PublicNames(SphinxDirective):
 
     required_arguments = 1
     option_spec: ClassVar = {
-        "kind": lambda arg: directives.choice(arg, ("function", "class"))
+        "kind": lambda arg: directives.choice(arg, ("function", "class")),
+        # a module whose names are listed elsewhere already (graft's selectors)
+        "except-in": directives.unchanged,
     }
 
     def run(self):
@@ -127,6 +139,10 @@ class PublicNames(SphinxDirective):
         module, names = _public_names(module_name)
         kind = self.options.get("kind")
         names = [n for n in names if kind in (None, _kind(getattr(module, n)))]
+        if "except-in" in self.options:
+            names = [
+                n for n in names if n not in _public_names(self.options["except-in"])[1]
+            ]
         if not names:
             return []
         lines = [

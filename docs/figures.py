@@ -3,6 +3,7 @@
 Run: python docs/figures.py
 
 - ``maxvol_2d.png``: what the MaxVol certificates mean for points in the plane;
+- ``architecture.png``: the packages and what each one imports;
 - ``examples/coreset_digits.png``, ``examples/selected_pixels.png``: the plots
   of ``examples/coreset_logistic.py`` and ``examples/feature_selection.py``.
 """
@@ -86,6 +87,127 @@ def maxvol_figure(path):
     plt.close(fig)
 
 
+# (name, x, y, width, the modules inside, colour) of the architecture figure
+_PACKAGES = {
+    "maxvol_kit": (
+        0.5,
+        0.4,
+        9.0,
+        "MaxVol functions · batched · rect · cross\n"
+        "backends · estimators · sketches · utils (the names graft uses)",
+        "#dbe8f5",
+    ),
+    "graft core": (
+        0.5,
+        2.3,
+        9.0,
+        "_checks · _format (batches) · _features (embeddings,\n"
+        "per-sample gradients, eval mode)",
+        "#eeeeee",
+    ),
+    "graft.selection": (
+        0.5,
+        4.2,
+        2.9,
+        "Selector protocol · selectors\nrounds · record · dynamic rank",
+        "#dff0d8",
+    ),
+    "graft.loop": (0.5, 6.1, 2.9, "Graft · batches · processes\nchecks", "#dff0d8"),
+    "graft.grass": (
+        3.55,
+        4.2,
+        2.9,
+        "projections · compressors\nattribution",
+        "#fcf3cf",
+    ),
+    "graft.prune": (6.6, 4.2, 2.9, "channel pruning\n(activations, fold)", "#f6ddcc"),
+    "graft.lightning": (0.5, 8.0, 2.9, "GraftCallback", "#dff0d8"),
+    "graft.harness": (
+        4.3,
+        8.0,
+        5.2,
+        "graft run: data · models · report · cli\n"
+        "(imports the library; the library never imports it)",
+        "#e8daef",
+    ),
+}
+# importer -> imported (a subpackage reaches another only through its __init__)
+_IMPORTS = [
+    ("graft.selection", "graft core"),
+    ("graft.selection", "maxvol_kit"),
+    ("graft.loop", "graft.selection"),
+    ("graft.grass", "graft core"),
+    ("graft.grass", "maxvol_kit"),
+    ("graft.prune", "maxvol_kit"),
+    ("graft.prune", "graft.loop"),
+    ("graft.lightning", "graft.loop"),
+    ("graft.harness", "graft.loop"),
+    ("graft.harness", "graft.grass"),
+    ("graft.harness", "graft.prune"),
+    ("graft core", "maxvol_kit"),
+]
+
+
+def architecture_figure(path):
+    """The packages as boxes, an arrow from each importer to what it imports."""
+    fig, ax = plt.subplots(figsize=(9, 7.2))
+    height = 1.25
+    centre = {}
+    for name, (x, y, w, inside, colour) in _PACKAGES.items():
+        ax.add_patch(
+            matplotlib.patches.FancyBboxPatch(
+                (x, y),
+                w,
+                height,
+                boxstyle="round,pad=0.04",
+                fc=colour,
+                ec="0.3",
+                zorder=2,
+            )
+        )
+        ax.text(
+            x + w / 2,
+            y + height - 0.3,
+            name,
+            ha="center",
+            weight="bold",
+            fontsize=10,
+            zorder=3,
+        )
+        ax.text(
+            x + w / 2,
+            y + 0.45,
+            inside,
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            zorder=3,
+        )
+        centre[name] = (x + w / 2, y, y + height)
+    for source, target in _IMPORTS:
+        (xs, ys, _), (xt, _, yt) = centre[source], centre[target]
+        if source == "graft.prune" and target == "graft.loop":
+            xs, ys, xt, yt = 6.6, 4.8, 3.4, 6.7  # sideways, to the loop's box
+        ax.annotate(
+            "",
+            xy=(xt, yt),
+            xytext=(xs, ys),
+            arrowprops={"arrowstyle": "->", "color": "0.35", "lw": 1},
+            zorder=1,
+        )
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 9.6)
+    ax.axis("off")
+    ax.set_title(
+        "Packages and their imports (arrow: imports; arrows that pass "
+        "under a box go to the one below it)",
+        fontsize=10,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _example(name):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -95,6 +217,7 @@ def _example(name):
 
 def main():
     maxvol_figure(STATIC / "maxvol_2d.png")
+    architecture_figure(STATIC / "architecture.png")
     out = STATIC / "examples"
     out.mkdir(parents=True, exist_ok=True)
     _example("coreset_logistic").main(out)
