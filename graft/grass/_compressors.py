@@ -342,28 +342,91 @@ class GraSS(_Compressor):
 # -- FactGraSS ---------------------------------------------------------------------
 
 
-def _conv_supported(layer):
-    return (
-        layer.groups == 1
-        and layer.padding_mode == "zeros"
-        and not isinstance(layer.padding, str)
-    )
+class _LinearKind:
+    """``nn.Linear``: ``y_t = W a_t + c`` at every position ``t`` of the input."""
+
+    factored = True
+
+    @staticmethod
+    def supports(layer):
+        return True
+
+    @staticmethod
+    def dims(layer, bias):
+        return layer.out_features, layer.in_features + bias
+
+    @staticmethod
+    def input_positions(layer, x):
+        return x
+
+    @staticmethod
+    def output_positions(layer, g):
+        return g
 
 
-# RMSNorm arrived in torch 2.4.
-_NORMS = tuple(
-    cls for cls in (nn.LayerNorm, getattr(nn, "RMSNorm", None)) if cls is not None
-)
+class _ConvKind:
+    """``nn.Conv2d`` as a linear layer on the unfolded patches (``groups=1``)."""
+
+    factored = True
+
+    @staticmethod
+    def supports(layer):
+        return (
+            layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and not isinstance(layer.padding, str)
+        )
+
+    @staticmethod
+    def dims(layer, bias):
+        kh, kw = layer.kernel_size
+        return layer.out_channels, layer.in_channels * kh * kw + bias
+
+    @staticmethod
+    def input_positions(layer, x):
+        patches = nn.functional.unfold(
+            x, layer.kernel_size, layer.dilation, layer.padding, layer.stride
+        )
+        return patches.transpose(1, 2)
+
+    @staticmethod
+    def output_positions(layer, g):
+        return g.flatten(2).transpose(1, 2)
 
 
-def _is_norm(layer):
-    return isinstance(layer, _NORMS) and layer.weight is not None
+class _NormKind:
+    """LayerNorm / RMSNorm with a learned scale: exact, small (``2 d`` numbers)."""
+
+    factored = False
+
+    @staticmethod
+    def supports(layer):
+        return layer.weight is not None
+
+    @staticmethod
+    def dims(layer, bias):
+        return 1, layer.weight.numel() * (1 + bias)
+
+
+# One entry per layer kind FactGraSS hooks; subclasses match through their MRO
+# (e.g. MultiheadAttention's out_proj, a subclass of nn.Linear). RMSNorm arrived
+# in torch 2.4.
+_KINDS = {nn.Linear: _LinearKind, nn.Conv2d: _ConvKind, nn.LayerNorm: _NormKind}
+if hasattr(nn, "RMSNorm"):
+    _KINDS[nn.RMSNorm] = _NormKind
+
+
+def _kind(layer):
+    """The layer's kind, or None when FactGraSS cannot hook it."""
+    for cls in type(layer).__mro__:
+        if cls in _KINDS:
+            kind = _KINDS[cls]
+            return kind if kind.supports(layer) else None
+    return None
 
 
 def _hookable(layer):
-    if isinstance(layer, nn.Linear) or _is_norm(layer):
-        return True
-    return isinstance(layer, nn.Conv2d) and _conv_supported(layer)
+    return _kind(layer) is not None
 
 
 def hookable_layers(model):
@@ -422,13 +485,7 @@ def _factor_dims(layer):
 
     A normalisation layer's scale and shift are one row: ``(1, d or 2 d)``.
     """
-    bias = int(getattr(layer, "bias", None) is not None)
-    if _is_norm(layer):
-        return 1, layer.weight.numel() * (1 + bias)
-    if isinstance(layer, nn.Linear):
-        return layer.out_features, layer.in_features + bias
-    kh, kw = layer.kernel_size
-    return layer.out_channels, layer.in_channels * kh * kw + bias
+    return _kind(layer).dims(layer, int(getattr(layer, "bias", None) is not None))
 
 
 def _split(total, caps):
@@ -488,10 +545,7 @@ class _LayerCompressor:
     def inputs(self, x):
         """Layer input (n, ...) -> projected input factor (n, T, k_in)."""
         layer = self.layer
-        if isinstance(layer, nn.Conv2d):
-            x = nn.functional.unfold(
-                x, layer.kernel_size, layer.dilation, layer.padding, layer.stride
-            ).transpose(1, 2)
+        x = _kind(layer).input_positions(layer, x)
         a = x.reshape(x.shape[0], -1, x.shape[-1])
         if layer.bias is not None:
             a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], dim=2)
@@ -500,8 +554,7 @@ class _LayerCompressor:
 
     def outputs(self, g):
         """Output gradient (n, ...) -> projected output factor (n, T, k_out)."""
-        if isinstance(self.layer, nn.Conv2d):
-            g = g.flatten(2).transpose(1, 2)
+        g = _kind(self.layer).output_positions(self.layer, g)
         b = self.mask_out(g.reshape(g.shape[0], -1, g.shape[-1]))
         return b if self.map_out is None else self.map_out(b)
 
@@ -687,7 +740,7 @@ class FactGraSS(_Compressor):
         ):
             rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
             size = cap if w else next(shared_sizes)
-            if _is_norm(modules[name]):
+            if not _kind(modules[name]).factored:
                 self._compressors[name] = _NormCompressor(modules[name], rng)
             else:
                 self._compressors[name] = _LayerCompressor(
@@ -713,7 +766,7 @@ class FactGraSS(_Compressor):
     def _mask_dims(self, layer, mask_out, mask_in):
         """Mask sizes: the user's (capped) or ``min(d, 8 k)`` for an even split."""
         d_out, d_in = _factor_dims(layer)
-        if _is_norm(layer):
+        if not _kind(layer).factored:
             return d_out, d_in
         size = max(1, self.oversample * self.proj_dim // len(self.layers))
         k_out, k_in = _kron_dims(min(d_out * d_in, size), d_out, d_in)
