@@ -14,7 +14,8 @@ import argparse
 
 from _batch_graft import BatchGraftSelector
 
-from graft import SageSelector, cli
+from graft import SageSelector
+from graft.harness import cli
 
 __all__ = ["args_for", "register"]
 

@@ -431,6 +431,13 @@ def dense_projection(X, k, *, kind="gaussian", random_state=None):
     return X @ backend.asarray(R, dtype=X.dtype)
 
 
+def _check_map_dims(d, k):
+    """The input and output dimensions of a random map, positive ints."""
+    d = check_int(d, name="d", low=1, high=2**62, fix="pass the input dimension")
+    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    return d, k
+
+
 def sparse_sign_map(d, k, random_state=None):
     """The draws of a sparse JL map ``R^d -> R^k``: a bucket and a sign per coordinate.
 
@@ -457,8 +464,7 @@ def sparse_sign_map(d, k, random_state=None):
     >>> buckets.shape, set(signs.tolist()) <= {-1.0, 1.0}
     ((5,), True)
     """
-    d = check_int(d, name="d", low=1, high=2**62, fix="pass the input dimension")
-    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    d, k = _check_map_dims(d, k)
     rng = host_rng(random_state)
     buckets = rng.integers(0, k, size=d)
     signs = rng.choice(np.array([-1.0, 1.0]), size=d)
@@ -486,6 +492,5 @@ def gaussian_map(d, k, random_state=None):
     >>> gaussian_map(4, 2, random_state=0).shape
     (4, 2)
     """
-    d = check_int(d, name="d", low=1, high=2**62, fix="pass the input dimension")
-    k = check_int(k, name="k", low=1, high=10**9, fix="pass a positive dimension")
+    d, k = _check_map_dims(d, k)
     return host_rng(random_state).standard_normal((d, k)) / math.sqrt(k)
