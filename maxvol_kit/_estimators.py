@@ -57,6 +57,7 @@ from maxvol_kit._sklearn_compat import (
     get_namespace,
     get_tags,
     indexable,
+    type_of_target,
     validate_data,
 )
 from maxvol_kit._validation import rescaled, unmasked
@@ -187,10 +188,14 @@ class MaxVolSampler(BaseEstimator):
     n_components : int or None, default=None
         Number of random Fourier features (default ``min(max(2 K, 64),
         1024)`` for ``K`` rows).
-    stratify : bool, default=False
-        Select within each class of ``y`` in proportion to its size (every
-        class gets a row when ``n_samples`` allows); features are centred per
-        class. Needs ``y``.
+    stratify : bool or "auto", default="auto"
+        Select within each class of ``y`` in proportion to its size; features
+        are centred per class, and every class gets at least one row
+        (``n_samples`` is raised to the number of classes if it is smaller),
+        so an estimator fitted on the selection sees every class. ``"auto"``:
+        when ``y`` is given and holds class labels (binary or multiclass,
+        :func:`sklearn.utils.multiclass.type_of_target`), else not. True needs
+        ``y``; False ignores it.
     weighting : {None, "coverage"}, default=None
         ``coverage``: ``sample_weight_`` counts, for each selected row, the
         rows whose largest MaxVol coefficient is on it (they sum to the number
@@ -238,7 +243,7 @@ class MaxVolSampler(BaseEstimator):
         "typicality": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "stratify": ["boolean"],
+        "stratify": ["boolean", StrOptions({"auto"})],
         "weighting": [StrOptions({"coverage"}), None],
         "tol": [Interval(Real, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -253,7 +258,7 @@ class MaxVolSampler(BaseEstimator):
         typicality=1.0,
         rank=None,
         n_components=None,
-        stratify=False,
+        stratify="auto",
         weighting=None,
         tol=1.05,
         random_state=None,
@@ -277,7 +282,8 @@ class MaxVolSampler(BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,), optional
-            Class labels; required with ``stratify=True``, ignored otherwise.
+            Class labels: required with ``stratify=True``, used by
+            ``stratify="auto"`` when they are class labels.
 
         Returns
         -------
@@ -288,7 +294,7 @@ class MaxVolSampler(BaseEstimator):
         n = X.shape[0]
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
-        alloc = allocate([g.size for g in groups], K)
+        alloc = allocate([g.size for g in groups], max(K, len(groups)))
         rng = host_rng(self.random_state)
         picked, weights = [], []
         for rows, k in zip(groups, alloc, strict=True):
@@ -311,7 +317,15 @@ class MaxVolSampler(BaseEstimator):
         return self
 
     def _groups(self, y, n):
-        if not self.stratify:
+        """The row groups to select within: the classes of ``y``, or all rows."""
+        if self.stratify == "auto":
+            labels = y is not None and type_of_target(_to_numpy(y)) in (
+                "binary",
+                "multiclass",
+            )
+            if not labels:
+                return [np.arange(n)]
+        elif not self.stratify:
             return [np.arange(n)]
         if y is None:
             raise ValueError(

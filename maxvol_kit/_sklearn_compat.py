@@ -21,6 +21,7 @@ from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._array_api import check_same_namespace, get_namespace
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
     _num_samples,
@@ -55,5 +56,6 @@ __all__ = [
     "get_namespace",
     "get_tags",
     "indexable",
+    "type_of_target",
     "validate_data",
 ]

@@ -41,6 +41,8 @@ ESTIMATORS = [
         MaxVolSampler(n_samples=0.5, stratify=True, random_state=0),
         LogisticRegression(),
     ),
+    # The defaults, as a user writes them: every class is in the selection.
+    SubsetFitEstimator(MaxVolSampler(random_state=0), LogisticRegression()),
     MaxVolFeatureSelector(),
     RandomizedLowRank(random_state=0),
     FrequentDirections(sketch_size=4),
@@ -145,14 +147,38 @@ def test_sampler_with_repeated_rows_still_selects_distinct_indices():
 
 def test_sampler_fraction_and_resample():
     X, y = _digits()
-    sampler = MaxVolSampler(n_samples=0.05, random_state=0)
+    sampler = MaxVolSampler(n_samples=0.05, stratify=False, random_state=0)
     X_res, y_res = sampler.fit_resample(X, y)
     K = round(0.05 * X.shape[0])
     assert X_res.shape == (K, 64)
     np.testing.assert_array_equal(X_res, X[sampler.sample_indices_])
     np.testing.assert_array_equal(y_res, y[sampler.sample_indices_])
     X_only = MaxVolSampler(n_samples=0.05, random_state=0).fit_resample(X)
-    np.testing.assert_array_equal(X_only, X_res)
+    np.testing.assert_array_equal(X_only, X_res)  # no y: nothing to stratify by
+
+
+def test_stratify_auto_follows_the_target():
+    X, y = _digits()
+    rows = {
+        option: MaxVolSampler(0.05, stratify=option, random_state=0)
+        .fit(X, target)
+        .sample_indices_
+        for option, target in [(True, y), (False, y), ("auto", y)]
+    }
+    np.testing.assert_array_equal(rows["auto"], rows[True])  # class labels
+    continuous = y + np.random.default_rng(0).random(len(y))  # a regression target
+    np.testing.assert_array_equal(
+        MaxVolSampler(0.05, random_state=0).fit(X, continuous).sample_indices_,
+        rows[False],
+    )
+
+
+def test_every_class_is_selected_even_below_one_row_per_class():
+    X, y = _digits()
+    sampler = MaxVolSampler(n_samples=3, random_state=0).fit(X, y)
+    assert np.unique(y[sampler.sample_indices_]).size == 10  # raised to 10 rows
+    model = SubsetFitEstimator(MaxVolSampler(n_samples=2), LogisticRegression())
+    assert model.fit(X, y).classes_.size == 10
 
 
 def test_sampler_stratified_counts_follow_the_class_sizes():
@@ -394,3 +420,28 @@ def test_array_api_dispatch_keeps_torch_tensors():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+# pandas in, pandas out ---------------------------------------------------------
+
+
+def test_pandas_output_and_feature_names():
+    pd = pytest.importorskip("pandas")
+    X, y = _digits()
+    frame = pd.DataFrame(X, columns=[f"pixel{j}" for j in range(64)])
+    selector = MaxVolFeatureSelector(8).set_output(transform="pandas").fit(frame)
+    out = selector.transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    kept = list(frame.columns[selector.get_support()])
+    assert list(out.columns) == kept and len(kept) == 8
+    np.testing.assert_array_equal(selector.feature_names_in_, frame.columns)
+    for estimator in (RandomizedLowRank(5, random_state=0), FrequentDirections(8)):
+        Z = estimator.set_output(transform="pandas").fit(frame).transform(frame)
+        assert isinstance(Z, pd.DataFrame) and Z.shape[0] == 1797
+        prefix = type(estimator).__name__.lower()
+        assert all(c.startswith(prefix) for c in Z.columns), list(Z.columns)
+        np.testing.assert_array_equal(estimator.feature_names_in_, frame.columns)
+    sampler = MaxVolSampler(50, random_state=0).fit(frame, y)
+    np.testing.assert_array_equal(sampler.feature_names_in_, frame.columns)
+    X_small, _ = sampler.fit_resample(frame, pd.Series(y))
+    assert isinstance(X_small, pd.DataFrame) and len(X_small) == 50
