@@ -6,7 +6,8 @@ and the benchmarks build experiments from.
 
 - :mod:`graft.harness._data`: :func:`load_dataset` (digits or an IDX set such
   as Fashion-MNIST, train and test), :func:`load_idx`, :func:`load_mnist_like`,
-  :func:`load_digits_split`, and :func:`corrupt` (duplicates, label noise,
+  :func:`load_digits_split`, :func:`load_file` (``.npz`` / ``.csv``), and
+  :func:`corrupt` (duplicates, label noise,
   a long tail on the training set).
 - :mod:`graft.harness._models`: :func:`make_model`, the MLP and the small CNN,
   and :class:`TransformerBlock` for token inputs; :func:`fit`, a few Adam steps.
@@ -20,6 +21,7 @@ from graft.harness._data import (
     corrupt,
     load_dataset,
     load_digits_split,
+    load_file,
     load_idx,
     load_mnist_like,
 )
@@ -34,6 +36,7 @@ __all__ = [
     "fit",
     "load_dataset",
     "load_digits_split",
+    "load_file",
     "load_idx",
     "load_mnist_like",
     "main",

@@ -296,13 +296,13 @@ def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
 
     Parameters
     ----------
-    X : ndarray of shape (n, 1, h, w), values in [0, 1]
+    X : ndarray of shape (n, 1, h, w) (images, values in [0, 1]) or (n, d)
     y : ndarray of shape (n,), class labels 0..C-1
     duplicates : float in [0, 1)
         That share of the samples is replaced by near-duplicates of the
-        others (each a random other sample of the set, shifted by up to one
-        pixel each way, plus Gaussian noise of sd 0.05, clipped to [0, 1]),
-        with the label of the sample it copies.
+        others (each a random other sample of the set, plus Gaussian noise of
+        sd 0.05; images are also shifted by up to one pixel each way and
+        clipped to [0, 1]), with the label of the sample it copies.
     label_noise : float in [0, 1)
         That share of the labels is replaced by a uniformly drawn other class
         (symmetric noise).
@@ -351,11 +351,13 @@ def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
         copies = rng.choice(n, round(duplicates * n), replace=False)
         originals = np.setdiff1d(np.arange(n), copies)
         sources = rng.choice(originals, len(copies))
+        images = X.ndim >= 3  # (n, channels, h, w): shifted by a pixel
         for i, j in zip(copies, sources, strict=True):
             dy, dx = rng.integers(-1, 2, size=2)
-            X[i] = np.roll(X[j], (dy, dx), axis=(-2, -1))
+            X[i] = np.roll(X[j], (dy, dx), axis=(-2, -1)) if images else X[j]
         X[copies] += rng.normal(0.0, 0.05, X[copies].shape).astype(np.float32)
-        np.clip(X, 0.0, 1.0, out=X)
+        if images:
+            np.clip(X, 0.0, 1.0, out=X)
         y[copies] = y[sources]
     if label_noise:
         flip = rng.choice(n, round(label_noise * n), replace=False)
@@ -363,10 +365,137 @@ def corrupt(X, y, *, duplicates=0.0, label_noise=0.0, imbalance=1.0, seed=0):
     return X, y
 
 
+_LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
+
+
+def load_file(path, *, test_size=0.2, seed=0):
+    r"""Features and class labels from a ``.npz`` or ``.csv`` file, split in two.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.npz`` with arrays ``X`` (n, ...) and ``y`` (n,), and optionally
+        ``X_test`` and ``y_test``; or ``.csv`` with a header row, numeric
+        feature columns and a label column (named ``label``, ``y``,
+        ``target`` or ``class``; else the last column).
+    test_size : float, default=0.2
+        The stratified test share, when the file holds no test arrays.
+    seed : int, default=0
+        Seed of the split.
+
+    Returns
+    -------
+    X_train, X_test, y_train, y_test : ndarrays
+        Float32 features; labels 0..C-1 in the order of ``numpy.unique`` of
+        the file's labels (any type: ints or strings).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> from graft.harness import load_file
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "data.csv"
+    >>> rows = [f"{i},{i % 3},{'ab'[i % 2]}" for i in range(20)]
+    >>> _ = path.write_text("a,b,label\n" + "\n".join(rows))
+    >>> X_tr, X_te, y_tr, y_te = load_file(path)
+    >>> X_tr.shape, X_te.shape, sorted(set(y_tr.tolist()))
+    ((16, 2), (4, 2), [0, 1])
+    """
+    from sklearn.model_selection import train_test_split
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; pass a .npz or .csv file.")
+    if path.suffix == ".npz":
+        arrays = np.load(path, allow_pickle=False)
+        missing = [k for k in ("X", "y") if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"{path} holds {sorted(arrays)} but lacks {missing}; save it with "
+                "np.savez(path, X=features, y=labels)."
+            )
+        X, y = arrays["X"], arrays["y"]
+        test = (arrays["X_test"], arrays["y_test"]) if "X_test" in arrays else None
+    elif path.suffix == ".csv":
+        X, y, test = *_read_csv(path), None
+    else:
+        raise ValueError(f"{path}: the file must be .npz or .csv, not {path.suffix!r}.")
+    if len(X) != len(y) or len(y) < 2:
+        raise ValueError(
+            f"{path}: {len(X)} rows of features and {len(y)} labels; they must match "
+            "and hold at least 2 samples."
+        )
+    classes = np.unique(y if test is None else np.concatenate([y, test[1]]))
+    encode = {c: k for k, c in enumerate(classes.tolist())}
+    y = np.array([encode[c] for c in y.tolist()], dtype=np.int64)
+    X = np.asarray(X, dtype=np.float32)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: the features hold NaN or inf; impute or drop them.")
+    if test is None:
+        counts = np.bincount(y)
+        strata = y if counts.min() >= 2 else None
+        return train_test_split(
+            X, y, test_size=test_size, stratify=strata, random_state=seed
+        )
+    y_test = np.array([encode[c] for c in test[1].tolist()], dtype=np.int64)
+    return X, np.asarray(test[0], dtype=np.float32), y, y_test
+
+
+def _read_csv(path):
+    """``(X, y)`` of a CSV file with a header row (see :func:`load_file`)."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise ValueError(f"{path}: a header row and at least one data row needed.")
+    header = [h.strip() for h in rows[0]]
+    label = next((k for k, h in enumerate(header) if h.lower() in _LABEL_COLUMNS), -1)
+    label %= len(header)
+    try:
+        X = np.array(
+            [[float(v) for k, v in enumerate(r) if k != label] for r in rows[1:]]
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{path}: every column but the label ({header[label]!r}) must be "
+            f"numeric ({exc})."
+        ) from None
+    return X, np.array([r[label].strip() for r in rows[1:]])
+
+
+def _arrays(name, data_dir, data, seed):
+    """The dataset's name and ``(X_train, X_test, y_train, y_test)`` arrays."""
+    if data is not None:
+        X_tr, X_te, y_tr, y_te = load_file(data, seed=seed)
+        mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
+        std[std == 0] = 1.0
+        return Path(data).name, ((X_tr - mean) / std, (X_te - mean) / std, y_tr, y_te)
+    if name == "auto":
+        try:
+            _idx_paths(data_dir, "test")
+            name = "fashion-mnist"
+        except FileNotFoundError:
+            if data_dir is not None:  # a folder named and wrong: say so
+                raise
+            name = "digits"
+    if name == "digits":
+        X_tr, X_te, y_tr, y_te = load_digits_split(random_state=seed)
+        return name, (X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8), y_tr, y_te)
+    if name in ("fashion-mnist", "mnist"):
+        X_tr, y_tr, X_te, y_te = _load_train_test(data_dir)
+        X_tr = X_tr[:, None].astype(np.float32) / 255.0
+        return name, (X_tr, X_te[:, None].astype(np.float32) / 255.0, y_tr, y_te)
+    raise ValueError(
+        f"dataset ({name!r}) must be 'auto', 'digits', 'fashion-mnist' or 'mnist'."
+    )
+
+
 def load_dataset(
     name="auto",
     *,
     data_dir=None,
+    data=None,
     train_size=None,
     seed=0,
     duplicates=0.0,
@@ -381,6 +510,10 @@ def load_dataset(
         ``auto``: Fashion-MNIST if its files are found, else digits.
     data_dir : path-like, optional
         Folder of the IDX files (Fashion-MNIST or MNIST).
+    data : path-like, optional
+        A ``.npz`` or ``.csv`` file of features and labels instead
+        (:func:`load_file`); the features are standardised with the training
+        set's mean and standard deviation.
     train_size : int, optional
         Keep a random subset of this many training samples.
     seed : int
@@ -420,25 +553,7 @@ def load_dataset(
             "dataset 'mnist' needs data_dir, the folder of the MNIST IDX files (the "
             "default folder holds Fashion-MNIST)."
         )
-    if name == "auto":
-        try:
-            _idx_paths(data_dir, "test")
-            name = "fashion-mnist"
-        except FileNotFoundError:
-            if data_dir is not None:  # a folder named and wrong: say so
-                raise
-            name = "digits"
-    if name == "digits":
-        X_tr, X_te, y_tr, y_te = load_digits_split(random_state=seed)
-        X_tr, X_te = X_tr.reshape(-1, 1, 8, 8), X_te.reshape(-1, 1, 8, 8)
-    elif name in ("fashion-mnist", "mnist"):
-        X_tr, y_tr, X_te, y_te = _load_train_test(data_dir)
-        X_tr = X_tr[:, None].astype(np.float32) / 255.0
-        X_te = X_te[:, None].astype(np.float32) / 255.0
-    else:
-        raise ValueError(
-            f"dataset ({name!r}) must be 'auto', 'digits', 'fashion-mnist' or 'mnist'."
-        )
+    name, (X_tr, X_te, y_tr, y_te) = _arrays(name, data_dir, data, seed)
     if train_size is not None and train_size < len(y_tr):
         keep = np.random.default_rng(seed).choice(len(y_tr), train_size, replace=False)
         X_tr, y_tr = X_tr[np.sort(keep)], y_tr[np.sort(keep)]

@@ -29,11 +29,16 @@ def summarize(runs):
                 "test_accuracy_std": statistics.pstdev(acc),
                 "wall_time_s": statistics.mean(wall),
                 "selection_share": sum(sel) / max(sum(wall), 1e-12),
-                "energy_j": statistics.mean(r["energy_j"] for r in mine),
+                "energy_j": _mean_or_none([r["energy_j"] for r in mine]),
                 "energy_source": mine[0]["energy_source"],
             }
         )
     return rows
+
+
+def _mean_or_none(values):
+    """The mean, or None when any value is missing (not measured)."""
+    return None if any(v is None for v in values) else statistics.mean(values)
 
 
 def format_table(rows):
@@ -44,12 +49,13 @@ def format_table(rows):
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        energy = "n/m" if r["energy_j"] is None else f"{r['energy_j']:.0f}"
         acc = f"{100 * r['test_accuracy_mean']:.2f}"
         if r["seeds"] > 1:
             acc += f" +- {100 * r['test_accuracy_std']:.2f}"
         lines.append(
             f"{r['selector']:20s} {r['fraction_achieved']:8.3f} {acc:>17s} "
-            f"{r['wall_time_s']:8.1f} {r['selection_share']:9.1%} {r['energy_j']:9.0f}"
+            f"{r['wall_time_s']:8.1f} {r['selection_share']:9.1%} {energy:>9s}"
         )
     sources = {r["energy_source"] for r in rows}
     lines.append(f"energy: {', '.join(sorted(sources))}")
@@ -67,10 +73,8 @@ def write_report(out, config, runs, *, plots=True):
     summary = summarize(runs)
     report = {
         "config": config,
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
+        "versions": _versions(),
         "summary": summary,
         "runs": runs,
     }
@@ -80,6 +84,30 @@ def write_report(out, config, runs, *, plots=True):
     if plots:
         _plots(out, runs)
     return summary
+
+
+def _machine():
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _versions():
+    """The versions of the packages a run's figures depend on (None: absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("maxvol-kit", "torch", "numpy", "scipy", "scikit-learn", "codecarbon"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def _mean_curves(runs):

@@ -24,16 +24,14 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-# Energy without a power meter: CPU seconds times a nominal 10 W per busy core.
-_WATTS_PER_CORE = 10.0
-
-
 # The flags of `graft run`: (flag, argparse options). Help texts say what the
 # value means; argparse adds the default.
 _RUN_FLAGS = (
     ("--dataset", {"default": "auto", "choices": ["auto", "digits", "fashion-mnist",
         "mnist"], "help": "auto: Fashion-MNIST if its files are found, else digits"}),
     ("--data-dir", {"default": None, "help": "folder of the IDX files"}),
+    ("--data", {"default": None, "help": "your own data instead: a .npz (X, y[, "
+        "X_test, y_test]) or .csv (a label column) file; features standardised"}),
     ("--model", {"default": "mlp", "choices": ["mlp", "cnn"],
         "help": "mlp: 256-128 hidden units; cnn: two conv layers"}),
     ("--selectors", {"default": "full,random,infobatch,graft",
@@ -54,9 +52,9 @@ _RUN_FLAGS = (
         "help": "share of the training set replaced by near-duplicates"}),
     ("--label-noise", {"type": float, "default": 0.0,
         "help": "share of the training labels flipped to another class"}),
-    ("--imbalance", {"type": float, "default": 10.0,
-        "help": "largest over smallest training class (long tail, the main job); "
-        "1: balanced"}),
+    ("--imbalance", {"type": float, "default": None,
+        "help": "largest over smallest training class (a long tail); None: 10 on "
+        "the bundled sets (the main job), 1 (as it is) with --data"}),
     ("--no-clean", {"action": "store_true",
         "help": "with a corruption flag, skip the same runs on the clean data"}),
     ("--eps", {"type": float, "default": 0.1,
@@ -68,6 +66,13 @@ _RUN_FLAGS = (
     ("--train-size", {"type": int, "default": None,
         "help": "random subset of the training set (None: all of it)"}),
     ("--threads", {"type": int, "default": 2, "help": "torch CPU threads"}),
+    ("--device", {"default": "cpu", "help": "torch device of training and "
+        "selection, e.g. cpu, cuda, cuda:1"}),
+    ("--energy", {"default": "auto", "choices": ["auto", "off"],
+        "help": "auto: measured with codecarbon if installed, else reported as not "
+        "measured"}),
+    ("--config", {"default": None, "help": "a TOML file of flags (e.g. epochs = 8, "
+        "selectors = \"full,graft\"); flags on the command line win"}),
     ("--out", {"default": "graft-run", "help": "folder of report.json and plots"}),
     ("--overwrite", {"action": "store_true",
         "help": "replace the report already in --out (else: refuse)"}),
@@ -94,7 +99,17 @@ def build_parser():
     )
     for flag, options in _RUN_FLAGS:
         run.add_argument(flag, **options)
+    parser.add_argument("--version", action="version", version=_version())
     return parser
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"graft (maxvol-kit) {version('maxvol-kit')}"
+    except PackageNotFoundError:  # run from a source tree
+        return "graft (maxvol-kit, not installed)"
 
 
 # Selector names for --selectors. The per-batch GRAFT variants and the SAGE
@@ -150,19 +165,13 @@ def evaluate(model, data, batch_size=1000):
     import torch
 
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
             x, y = data[start : start + batch_size]
-            correct += int((model(x).argmax(dim=1) == y).sum())
+            correct += int((model(x.to(device)).argmax(dim=1).cpu() == y).sum())
     return correct / len(data)
-
-
-def _energy(cpu_seconds):
-    return (
-        cpu_seconds * _WATTS_PER_CORE,
-        f"estimate: CPU time x {_WATTS_PER_CORE:.0f} W per core",
-    )
 
 
 def _epochs(args, name):
@@ -200,10 +209,12 @@ def run_one(args, name, seed, train, test, info, log):
     import torch
 
     from graft import Graft, train_epoch
+    from graft.harness._energy import EnergyMeter
     from graft.harness._models import make_model
 
     torch.manual_seed(seed)
     model = make_model(args.model, info["in_shape"], info["n_classes"])
+    model = model.to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     graft = Graft(
         model,
@@ -217,31 +228,20 @@ def run_one(args, name, seed, train, test, info, log):
         progress=not args.quiet,
     )
     epochs = _epochs(args, name)
-    history, wall, cpu0 = [], 0.0, time.process_time()
-    for epoch in range(epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(args, epoch, epochs)
-        start = time.perf_counter()
-        loss = train_epoch(graft, optimizer, epoch)
-        wall += time.perf_counter() - start
-        record = graft.history[-1]
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": loss,
-                "wall_time_s": wall,
-                "test_accuracy": evaluate(model, test),
-                "fraction": record["fraction"],
-                "selection_time_s": record["selection_time_s"],
-                "ranks": record["ranks"] if name.startswith("graft") else [],
-            }
-        )
-        log(
-            f"  {name:10s} seed {seed} epoch {epoch + 1}/{epochs}: "
-            f"test accuracy {100 * history[-1]['test_accuracy']:.2f}%, "
-            f"fraction {record['fraction']:.3f}, {wall:.1f} s"
-        )
-    energy, source = _energy(time.process_time() - cpu0)
+    history, wall = [], 0.0
+    with EnergyMeter(enabled=args.energy == "auto") as energy:
+        for epoch in range(epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(args, epoch, epochs)
+            start = time.perf_counter()
+            loss = train_epoch(graft, optimizer, epoch)
+            wall += time.perf_counter() - start
+            history.append(_epoch_record(graft, name, epoch, loss, wall, test))
+            log(
+                f"  {name:10s} seed {seed} epoch {epoch + 1}/{epochs}: test accuracy "
+                f"{100 * history[-1]['test_accuracy']:.2f}%, fraction "
+                f"{history[-1]['fraction']:.3f}, {wall:.1f} s"
+            )
     return {
         "selector": name,
         "seed": seed,
@@ -249,9 +249,23 @@ def run_one(args, name, seed, train, test, info, log):
         "test_accuracy": history[-1]["test_accuracy"],
         "wall_time_s": wall,
         "selection_time_s": sum(h["selection_time_s"] for h in history),
-        "energy_j": energy,
-        "energy_source": source,
+        "energy_j": energy.joules,
+        "energy_source": energy.source,
         "history": history,
+    }
+
+
+def _epoch_record(graft, name, epoch, loss, wall, test):
+    """What the report keeps of one epoch."""
+    record = graft.history[-1]
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        "wall_time_s": wall,
+        "test_accuracy": evaluate(graft.model, test),
+        "fraction": record["fraction"],
+        "selection_time_s": record["selection_time_s"],
+        "ranks": record["ranks"] if name.startswith("graft") else [],
     }
 
 
@@ -259,7 +273,11 @@ def _load(args, regime):
     from graft.harness._data import load_dataset
 
     return load_dataset(
-        args.dataset, data_dir=args.data_dir, train_size=args.train_size, **regime
+        args.dataset,
+        data_dir=args.data_dir,
+        data=args.data,
+        train_size=args.train_size,
+        **regime,
     )
 
 
@@ -344,6 +362,8 @@ def _check_args(args):
     ):
         if not 0 <= value < 1:
             _fail(f"{flag} ({value}) must be in [0, 1); e.g. 0.3.")
+    if args.imbalance is None:  # the main job's long tail on the bundled sets
+        args.imbalance = 1.0 if args.data else 10.0
     if not args.imbalance >= 1:
         _fail(f"--imbalance ({args.imbalance}) must be >= 1 (1: balanced); e.g. 10.")
     for flag, value, low, example in (
@@ -377,7 +397,35 @@ def _check_args(args):
             )
     if not str(args.out).strip():
         _fail("--out is empty; pass the folder for the report, e.g. --out runs/a.")
-    _check_data_dir(args)
+    _check_device(args.device)
+    if args.data is not None:
+        _check_data_file(args)
+    else:
+        _check_data_dir(args)
+
+
+def _check_device(device):
+    import torch
+
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        _fail(f"--device ({device!r}) is not a torch device; e.g. --device cpu.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device ({device}) needs CUDA, which this machine lacks; use cpu.")
+
+
+def _check_data_file(args):
+    """``--data`` names a .npz or .csv file and no other data source."""
+    path = Path(args.data)
+    if args.data_dir is not None or args.dataset != "auto":
+        _fail("--data replaces --dataset and --data-dir; pass only one of them.")
+    if path.suffix not in (".npz", ".csv"):
+        _fail(f"--data ({args.data}) must be a .npz or .csv file.")
+    if not path.is_file():
+        _fail(f"--data ({args.data}) is not a file; check the path.")
+    if args.model == "cnn":
+        _fail("--model cnn needs images; --data files hold feature rows: use mlp.")
 
 
 def _check_data_dir(args):
@@ -413,6 +461,34 @@ def _check_data_dir(args):
             f"--data-dir ({args.data_dir}) lacks {', '.join(missing)} (or .gz); pass "
             "the folder that holds the four IDX files."
         )
+
+
+def _config_flags(path):
+    """The flags a TOML file sets, as command-line tokens (argparse checks them)."""
+    import tomllib
+
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        _fail(f"--config ({path}) is not a file; check the path.")
+    except tomllib.TOMLDecodeError as exc:
+        _fail(f"--config ({path}) is not valid TOML: {exc}.")
+    table = table.get("run", table)  # a [run] table, or flags at the top
+    known = {flag[2:]: options for flag, options in _RUN_FLAGS}
+    tokens = []
+    for key, value in table.items():
+        flag = key.replace("_", "-")
+        if flag not in known or flag == "config":
+            _fail(f"--config ({path}): unknown flag {key!r}; use the names of "
+                  "graft run --help, e.g. epochs = 8.")  # fmt: skip
+        if known[flag].get("action") == "store_true":
+            if not isinstance(value, bool):
+                _fail(f"--config ({path}): {key} must be true or false.")
+            tokens += [f"--{flag}"] if value else []
+        else:
+            value = ",".join(map(str, value)) if isinstance(value, list) else value
+            tokens += [f"--{flag}", str(value)]
+    return tokens
 
 
 def _prepare_out(out, overwrite):
@@ -457,7 +533,13 @@ def main(argv=None):
     ...
     SystemExit: ...
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.command == "run" and args.config is not None:
+        # The file's flags first, so that those on the command line win.
+        args = build_parser().parse_args(
+            ["run", *_config_flags(args.config), *argv[1:]]
+        )
     if args.command == "run":
         _check_args(args)
         _prepare_out(args.out, args.overwrite)
