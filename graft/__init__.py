@@ -27,7 +27,14 @@ line).
 """
 
 from graft.grass import FactGraSS, GraSS, attribute
-from graft.loop import Graft, GraftBatch, GraftBatchSampler, GraftLoader, train_epoch
+from graft.loop import (
+    Graft,
+    GraftBatch,
+    GraftBatchSampler,
+    GraftLoader,
+    TensorBoardLogger,
+    train_epoch,
+)
 from graft.prune import collect_activations, prune_channels, prune_model
 from graft.selection import (
     GraftSelector,
@@ -53,6 +60,7 @@ __all__ = [
     "SampleRecord",
     "Selection",
     "Selector",
+    "TensorBoardLogger",
     "attribute",
     "collect_activations",
     "prune_channels",

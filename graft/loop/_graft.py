@@ -166,6 +166,13 @@ class Graft:
         sees a model that has learnt something. The data budget is the same.
     progress : bool, default=False
         tqdm progress bars for the selection rounds, if tqdm is installed.
+    on_round : callable or None, default=None
+        ``on_round(entry)`` after each selection, with the epoch's
+        :attr:`history` entry (``epoch``, ``samples``, ``fraction``,
+        ``selection_time_s``, ``ranks``): after every round in refresh mode,
+        at the end of every epoch online. E.g. :class:`TensorBoardLogger`, or
+        any logger's ``log`` wrapped in a function. On every process; log
+        from one.
     process_rank, world_size : int or None, default=None
         This process's rank and the number of processes; None takes them from
         ``torch.distributed`` when it is initialised (else 0 and 1). Each
@@ -234,6 +241,7 @@ class Graft:
         progress: bool = False,
         process_rank: int | None = None,
         world_size: int | None = None,
+        on_round: Callable[[dict], None] | None = None,
     ) -> None:
         mode = check_choice("mode", mode, ("refresh", "online"))
         self.batch_size = check_count("batch_size", batch_size, 1)
@@ -257,6 +265,12 @@ class Graft:
         self.format = BatchFormat(inputs, targets, outputs)
         self.drop_last = drop_last
         self.progress = check_flag("progress", progress)
+        if on_round is not None and not callable(on_round):
+            raise TypeError(
+                f"on_round must be callable(entry) or None, got "
+                f"{type(on_round).__name__}; e.g. on_round=TensorBoardLogger('runs')."
+            )
+        self.on_round = on_round
         self.process_rank, self.world_size = resolve_processes(process_rank, world_size)
         self._load_options = {"collate_fn": collate_fn, "num_workers": num_workers}
         self.batch_sampler = GraftBatchSampler(self)
@@ -341,7 +355,7 @@ class Graft:
         self.history = [h for h in self.history if h["epoch"] != epoch] + [entry]
         if self.selector is None or self.mode == "refresh":
             entry["process_samples"] = sum(map(len, self._plan))
-            self._close_epoch(entry)
+            self._close_epoch(entry, report=self._selected_at == epoch)
 
     def update(self, batch, losses):
         """The weighted mean loss of ``batch``; records its per-sample losses.
@@ -506,14 +520,20 @@ class Graft:
             entry["ranks"].append(sel.rank)
             entry["process_samples"] += len(chosen)
             if k == last or self.world_size == 1:  # all processes at the last batch
-                self._close_epoch(entry)  # before it: a sized loader stops there
+                self._close_epoch(entry, report=k == last)  # a sized loader stops
             yield chosen.tolist()
 
-    def _close_epoch(self, entry):
-        """Global accounting of an epoch: the samples of all processes (disjoint)."""
+    def _close_epoch(self, entry, report=True):
+        """Global accounting of an epoch: the samples of all processes (disjoint).
+
+        ``report``: a selection was made for this epoch, so ``on_round`` hears
+        of it (a round in refresh mode; every epoch online).
+        """
         counts = all_gather(entry["process_samples"], self.world_size)
         entry["samples"] = sum(counts)
         entry["fraction"] = entry["samples"] / len(self.dataset)
+        if report and self.on_round is not None and self.selector is not None:
+            self.on_round(dict(entry))
 
     # -- selection ---------------------------------------------------------------
 
