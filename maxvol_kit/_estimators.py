@@ -833,20 +833,33 @@ class FrequentDirections(
     such that for every unit ``x`` and ``k < sketch_size``
     ``0 <= ||X x||^2 - ||B x||^2 <= ||X - X_k||_F^2 / (sketch_size - k)``
     (Liberty 2013; Ghashami et al. 2016). ``components_`` are the top right
-    singular vectors of ``B``; ``transform`` projects onto them (no
-    centring: the sketch is of ``X`` itself).
+    singular vectors of ``B`` (``center=False``: the sketch is of ``X``
+    itself) or, with ``center=True``, the top eigenvectors of
+    ``B^T B - n mu mu^T``, the sketch's estimate of the centred scatter
+    ``(X - mu)^T (X - mu)`` from the running mean ``mu`` (as PCA centres).
+    Both estimates are below the truth by at most the bound above in every
+    direction, so each explained variance is too (Weyl's inequality).
 
     Parameters
     ----------
     sketch_size : int, default=32
     n_components : int or None, default=None
         Components kept; None means ``min(sketch_size, n_features)``.
+    center : bool, default=False
+        Components of the centred data, and ``transform`` subtracts ``mean_``.
 
     Attributes
     ----------
     sketch_ : array of shape (m, n_features_in_), m <= 2 * sketch_size
     components_ : array of shape (n_components_, n_features_in_)
         Rows beyond the rank of the sketch are zero.
+    explained_variance_ : array of shape (n_components_,)
+        The sketch's estimate of the variance along each component,
+        ``||X v||^2 / (n - 1)`` (centred ``X`` with ``center=True``).
+    explained_variance_ratio_ : array of shape (n_components_,)
+        Over the total variance of the rows seen (tracked exactly).
+    mean_ : array of shape (n_features_in_,)
+        The mean of the rows seen (subtracted by ``transform`` when centring).
     n_components_ : int
     n_samples_seen_ : int
     n_features_in_ : int
@@ -868,11 +881,13 @@ class FrequentDirections(
     _parameter_constraints: ClassVar[dict] = {
         "sketch_size": [Interval(Integral, 1, None, closed="left")],
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "center": ["boolean"],
     }
 
-    def __init__(self, sketch_size=32, *, n_components=None):
+    def __init__(self, sketch_size=32, *, n_components=None, center=False):
         self.sketch_size = sketch_size
         self.n_components = n_components
+        self.center = center
 
     def fit(self, X, y=None):
         """Start a new sketch from the rows of ``X``; ``y`` is ignored."""
@@ -886,25 +901,46 @@ class FrequentDirections(
         """Stream more rows into the sketch; ``y`` is ignored."""
         first = not hasattr(self, "_sketch")
         X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=first)
+        backend = get_backend(X)
+        xp = backend.xp
         if first:
             self._sketch = FrequentDirectionsSketch(self.sketch_size)
             self.n_components_ = min(self.n_components or self.sketch_size, X.shape[1])
             self.n_samples_seen_ = 0
+            # The sums of the rows and of their squares: the mean and total variance.
+            self._sum = xp.zeros((X.shape[1],), dtype=X.dtype, device=backend.device)
+            self._sum_squares = 0.0
         self._sketch.update(X)
         self.n_samples_seen_ += X.shape[0]
+        self._sum = self._sum + xp.sum(X, axis=0)
+        self._sum_squares += float(xp.sum(X * X))
         self._set_components()
         return self
 
     def _set_components(self):
         B = self._sketch.sketch
-        xp = get_backend(B).xp
+        backend = get_backend(B)
+        xp, n = backend.xp, self.n_samples_seen_
         self.sketch_ = xp.asarray(B, copy=True)
-        _, _, Vt = xp.linalg.svd(B, full_matrices=False)
+        self.mean_ = self._sum / n
+        if self.center:  # the centred scatter's estimate, B^T B - n mu mu^T
+            scatter = B.T @ B - n * (self.mean_[:, None] * self.mean_[None, :])
+            values, vectors = xp.linalg.eigh(scatter)
+            order = xp.flip(xp.argsort(values))
+            values, Vt = xp.take(values, order), xp.take(vectors, order, axis=1).T
+            total = self._sum_squares - n * float(xp.sum(self.mean_ * self.mean_))
+        else:
+            _, s, Vt = xp.linalg.svd(B, full_matrices=False)
+            values, total = s * s, self._sum_squares
         k = self.n_components_
-        comps = xp.zeros((k, B.shape[1]), dtype=B.dtype, device=get_backend(B).device)
+        comps = xp.zeros((k, B.shape[1]), dtype=B.dtype, device=backend.device)
+        variance = xp.zeros((k,), dtype=B.dtype, device=backend.device)
         m = min(k, Vt.shape[0])
         comps[:m, :] = Vt[:m, :]
+        variance[:m] = xp.clip(values[:m], 0, None) / max(n - 1, 1)
         self.components_ = comps
+        self.explained_variance_ = variance
+        self.explained_variance_ratio_ = variance * max(n - 1, 1) / max(total, 1e-300)
         self._n_features_out = k
 
     def transform(self, X):
@@ -912,6 +948,8 @@ class FrequentDirections(
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
         X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=False)
+        if self.center:
+            X = X - self.mean_
         return X @ self.components_.T
 
     def __sklearn_tags__(self):

@@ -46,6 +46,7 @@ ESTIMATORS = [
     MaxVolFeatureSelector(),
     RandomizedLowRank(random_state=0),
     FrequentDirections(sketch_size=4),
+    FrequentDirections(sketch_size=4, center=True),
 ]
 
 EXPECTED_FAILURES = {
@@ -445,3 +446,38 @@ def test_pandas_output_and_feature_names():
     np.testing.assert_array_equal(sampler.feature_names_in_, frame.columns)
     X_small, _ = sampler.fit_resample(frame, pd.Series(y))
     assert isinstance(X_small, pd.DataFrame) and len(X_small) == 50
+
+
+# FrequentDirections: centring and explained variance ------------------------------
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_fd_explained_variance_is_below_the_truth_within_the_sketch_bound(center):
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((3000, 30)) * np.linspace(5, 0.5, 30) + 2.0  # off-centre
+    ell, k = 12, 6
+    fd = FrequentDirections(sketch_size=ell, n_components=ell, center=center)
+    for chunk in np.array_split(X, 7):
+        fd.partial_fit(chunk)
+    n = len(X)
+    # The truth: PCA of the centred data, or the singular values of X itself.
+    if center:
+        truth = PCA(ell).fit(X).explained_variance_ * (n - 1)
+        total = ((X - X.mean(axis=0)) ** 2).sum()
+    else:
+        truth = np.linalg.svd(X, compute_uv=False)[:ell] ** 2
+        total = (X**2).sum()
+    s = np.linalg.svd(X, compute_uv=False)  # the bound is on X's own tail
+    bound = (s[k:] ** 2).sum() / (ell - k)
+    estimate = fd.explained_variance_ * (n - 1)
+    assert np.all(estimate <= truth * (1 + 1e-9))
+    assert np.all(truth - estimate <= bound * (1 + 1e-9))
+    np.testing.assert_allclose(fd.mean_, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        fd.explained_variance_ratio_, estimate / total, rtol=1e-9
+    )
+    Z = fd.transform(X)
+    expected = (X - X.mean(axis=0) if center else X) @ fd.components_.T
+    np.testing.assert_allclose(Z, expected, rtol=1e-9, atol=1e-9)
