@@ -128,7 +128,9 @@ def _count(value, total, name):
 
 
 def _select(Z, K, method, tol):
-    """``K`` rows of the coordinates ``Z`` (n, r) by MaxVol; a MaxVolResult.
+    """``K`` rows of the coordinates ``Z`` (n, r) by MaxVol, and what it measured.
+
+    Returns the MaxVolResult and the matrix whose volume it maximised.
 
     ``K <= r``: ``fast`` takes the first ``K`` greedy-volume rows of ``Z``
     (rank-revealing :func:`fast_maxvol`), ``maxvol`` and ``rect`` run on the
@@ -137,12 +139,39 @@ def _select(Z, K, method, tol):
     """
     r = Z.shape[1]
     if K > r:
-        return rect_maxvol(Z, n_rows=K)
+        return rect_maxvol(Z, n_rows=K), Z
     if method == "fast":
-        return fast_maxvol(Z, rank=K, tol=tol)
+        return fast_maxvol(Z, rank=K, tol=tol), Z
     if method == "rect":
-        return rect_maxvol(Z[:, :K], n_rows=K)
-    return maxvol(Z[:, :K], tol=tol)
+        return rect_maxvol(Z[:, :K], n_rows=K), Z[:, :K]
+    return maxvol(Z[:, :K], tol=tol), Z[:, :K]
+
+
+def _gains(A, rows, block=64):
+    """The log-volume each pick of ``rows`` adds, in order (they sum to the total).
+
+    The first ``r`` picks add ``log|R_jj|``, the diagonal of the QR factor of
+    ``A[rows[:r]]^T`` (the prefix's square volume). Beyond the rank, a block
+    ``B`` of picks after rows with Gram matrix ``G = R^T R`` adds the log
+    2-volume ``log det(G + B_i^T B_i) / det(G)`` over its prefixes ``B_i``,
+    i.e. ``log L_ii`` of the Cholesky factor of ``I + W^T W``, ``W = R^-T
+    B^T``: a matrix >= I, so the steps stay accurate when ``A[rows[:r]]`` is
+    ill-conditioned.
+    """
+    from scipy.linalg import cholesky, qr, solve_triangular
+
+    A = np.asarray(_to_numpy(A), dtype=np.float64)[np.asarray(rows)]
+    r = min(A.shape)
+    with np.errstate(divide="ignore"):  # a zero volume gains -inf, honestly
+        gains = [np.log(np.abs(np.diag(qr(A[:r].T, mode="r")[0])))]
+    R = qr(A[:r], mode="r")[0][:r]
+    for start in range(r, len(A), block):
+        B = A[start : start + block]
+        W = solve_triangular(R, B.T, trans="T")
+        L = cholesky(np.eye(len(B)) + W.T @ W, lower=True)
+        gains.append(np.log(np.diag(L)))
+        R = qr(np.vstack([R, B]), mode="r")[0][:r]
+    return np.concatenate(gains)
 
 
 def _coverage(result, n):
@@ -214,6 +243,13 @@ class MaxVolSampler(BaseEstimator):
     ----------
     sample_indices_ : ndarray of shape (n_selected,)
         The selected rows, sorted.
+    pick_order_ : ndarray of shape (n_selected,)
+        The same rows in the order MaxVol picked them (``fast``: the
+        greedy-volume order, swaps replacing entries in place), class by
+        class when stratified.
+    gains_ : ndarray of shape (n_selected,)
+        The log-volume each pick adds, in the features MaxVol measured; per
+        class they sum to the class selection's log-volume.
     support_ : ndarray of shape (n_samples_fit,), dtype bool
         Mask of the selected rows.
     sample_weight_ : ndarray of shape (n_selected,) or None
@@ -296,12 +332,15 @@ class MaxVolSampler(BaseEstimator):
         groups = self._groups(y, n)
         alloc = allocate([g.size for g in groups], max(K, len(groups)))
         rng = host_rng(self.random_state)
-        picked, weights = [], []
+        picked, weights, gains = [], [], []
         for rows, k in zip(groups, alloc, strict=True):
             if k:
-                sel, w = self._select_group(_take_rows(X, rows), k, rng)
+                sel, w, g = self._select_group(_take_rows(X, rows), k, rng)
                 picked.append(rows[sel])
                 weights.append(w)
+                gains.append(g)
+        self.pick_order_ = _like(np.concatenate(picked), X, xp.int64)
+        self.gains_ = _like(np.concatenate(gains), X, X.dtype)
         order = np.argsort(np.concatenate(picked), kind="stable")
         indices = np.concatenate(picked)[order]
         support = np.zeros(n, dtype=bool)
@@ -350,7 +389,7 @@ class MaxVolSampler(BaseEstimator):
             rank = self.rank or min(k, X.shape[1])
         Z = principal_coordinates(F, rank, rng)
         if Z.shape[1] == 0:  # constant rows: any selection is as good
-            return np.arange(k), np.full(k, X.shape[0] / k)
+            return np.arange(k), np.full(k, X.shape[0] / k), np.zeros(k)
         kind = self.features
         if kind == "auto":
             kind = "kernel" if k <= X.shape[1] else "centered"
@@ -365,15 +404,16 @@ class MaxVolSampler(BaseEstimator):
                 A, None, None
             )  # principal coordinates for the others
         try:
-            result = _select(A, k, self.method, self.tol)
+            result, measured = _select(A, k, self.method, self.tol)
         except ValueError:
             # Only kernel features skip the rank check of _coordinates: repeated
             # rows leave fewer than k independent ones.
-            result = _select(
+            result, measured = _select(
                 principal_coordinates(A, None, None), k, self.method, self.tol
             )
         sel = _to_numpy(result.indices)
-        return sel, _coverage(result, X.shape[0]) if self.weighting else None
+        coverage = _coverage(result, X.shape[0]) if self.weighting else None
+        return sel, coverage, _gains(measured, sel)
 
     def fit_resample(self, X, y=None):
         """Fit, then return the selected rows of ``X`` (and of ``y`` if given).
@@ -630,7 +670,14 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
     ----------
     support_ : ndarray of shape (n_features_in_,), dtype bool
     ranking_ : ndarray of shape (n_features_in_,)
-        1 for the selected columns, 2 for the others.
+        1 for the selected columns, 2 for the others (as RFE's).
+    pick_order_ : ndarray of shape (n_selected,)
+        The selected columns in the order MaxVol picked them (``fast``: the
+        greedy-volume order, swaps replacing entries in place).
+    gains_ : ndarray of shape (n_selected,)
+        The log-volume each pick adds (in the principal coordinates MaxVol
+        measured); they sum to the selection's log-volume, and a prefix's
+        sum to that prefix's.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Defined when ``X`` has string column names.
@@ -686,9 +733,13 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         Xc = X - xp.mean(X, axis=0)
         Z = principal_coordinates(Xc.T, None, None)  # rows: columns of X
         if Z.shape[1] == 0:
-            sel = np.arange(k)
+            sel, gains = np.arange(k), np.zeros(k)
         else:
-            sel = _to_numpy(_select(Z, k, self.method, self.tol).indices)
+            result, measured = _select(Z, k, self.method, self.tol)
+            sel = _to_numpy(result.indices)
+            gains = _gains(measured, sel)
+        self.pick_order_ = _like(sel, X, xp.int64)
+        self.gains_ = _like(gains, X, X.dtype)
         support = np.zeros(d, dtype=bool)
         support[sel] = True
         self.support_ = _like(support, X, xp.bool)

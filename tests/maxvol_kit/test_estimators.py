@@ -95,20 +95,40 @@ PLAIN = {"features": "centered", "typicality": 0.0}  # pure volume, no weighting
 def test_sampler_selects_the_maxvol_rows_of_the_principal_coordinates(method, run, K):
     X, _ = _digits()
     Z = principal_coordinates(X)
-    expected = np.sort(run(Z, K).indices)
+    result = run(Z, K)
+    expected = np.sort(result.indices)
     sampler = MaxVolSampler(n_samples=K, method=method, **PLAIN).fit(X)
     np.testing.assert_array_equal(sampler.sample_indices_, expected)
+    np.testing.assert_array_equal(sampler.pick_order_, result.indices)  # in order
+    measured = Z if method == "fast" else Z[:, :K]
+    np.testing.assert_allclose(
+        sampler.gains_, _prefix_gains(measured, result.indices), atol=1e-8
+    )
+    assert sampler.gains_.sum() == pytest.approx(result.log_volume)
     assert sampler.support_.sum() == K and sampler.support_[expected].all()
     assert sampler.sample_weight_ is None and sampler.n_features_in_ == 64
+
+
+def _prefix_gains(M, order):
+    """Log-volume gained by each pick: differences of the prefixes' log-volumes."""
+    volumes = [0.0]
+    for j in range(1, len(order) + 1):
+        P = M[order[:j]]
+        G = P @ P.T if j <= M.shape[1] else P.T @ P
+        volumes.append(0.5 * np.linalg.slogdet(G)[1])
+    return np.diff(volumes)
 
 
 def test_sampler_beyond_the_rank_uses_rectangular_maxvol():
     X, _ = _digits()
     Z = principal_coordinates(X)  # rank 61: three pixel columns are constant
     sampler = MaxVolSampler(n_samples=100, **PLAIN).fit(X)
-    np.testing.assert_array_equal(
-        sampler.sample_indices_, np.sort(rect_maxvol(Z, n_rows=100).indices)
+    result = rect_maxvol(Z, n_rows=100)
+    np.testing.assert_array_equal(sampler.sample_indices_, np.sort(result.indices))
+    np.testing.assert_allclose(
+        sampler.gains_, _prefix_gains(Z, result.indices), atol=1e-7
     )
+    assert sampler.gains_.sum() == pytest.approx(result.log_volume)
 
 
 def test_typicality_scales_rows_by_their_mahalanobis_distance():
@@ -320,9 +340,14 @@ def test_feature_selector_picks_maxvol_columns_of_the_loadings(k):
     _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
     r = int(np.sum(s > np.sqrt(np.finfo(float).eps) * s[0]))
     loadings = Vt[:r].T * s[:r]
-    expected = np.sort(fast_maxvol(loadings, rank=k).indices)
+    result = fast_maxvol(loadings, rank=k)
+    expected = np.sort(result.indices)
     selector = MaxVolFeatureSelector(n_features_to_select=k).fit(X)
     np.testing.assert_array_equal(np.flatnonzero(selector.get_support()), expected)
+    np.testing.assert_array_equal(selector.pick_order_, result.indices)
+    np.testing.assert_allclose(
+        selector.gains_, _prefix_gains(loadings, result.indices), atol=1e-8
+    )
     np.testing.assert_array_equal(selector.transform(X), X[:, expected])
     names = selector.get_feature_names_out()
     assert list(names) == [f"x{j}" for j in expected]
