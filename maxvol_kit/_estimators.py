@@ -457,24 +457,27 @@ def _estimator_has(attr):
     return check
 
 
-def _selected_rows(selector, X, y):
-    """Fit ``selector`` on ``(X, y)``; the row indices it keeps.
+def _selection(selector, X, y):
+    """Fit ``selector`` on ``(X, y)``: ``(rows, None)`` or ``(None, (X_new, y_new))``.
 
     Selectors that set ``sample_indices_`` in ``fit`` (ours, scikit-learn
     style) and resamplers that set it only in ``fit_resample``
-    (imbalanced-learn's under-samplers) both work.
+    (imbalanced-learn's under- and random over-samplers) give the rows they
+    keep. Resamplers that make new rows (SMOTE, ADASYN...) give their output.
     """
     selector.fit(X, y)
+    resampled = None
     if not hasattr(selector, "sample_indices_") and hasattr(selector, "fit_resample"):
-        selector.fit_resample(X, y)
-    if not hasattr(selector, "sample_indices_"):
-        raise TypeError(
-            f"selector {type(selector).__name__} sets no sample_indices_ after "
-            "fit or fit_resample, so the selected rows are unknown; pass a "
-            "selector that records them (MaxVolSampler, or an imbalanced-learn "
-            "under-sampler such as RandomUnderSampler)."
-        )
-    return _check_sample_indices(selector, _num_samples(X))
+        resampled = selector.fit_resample(X, y)
+    if hasattr(selector, "sample_indices_"):
+        return _check_sample_indices(selector, _num_samples(X)), None
+    if resampled is not None:
+        return None, resampled
+    raise TypeError(
+        f"selector {type(selector).__name__} sets no sample_indices_ after fit and "
+        "has no fit_resample, so the rows to fit on are unknown; pass a selector "
+        "that records them (MaxVolSampler) or an imbalanced-learn sampler."
+    )
 
 
 def _check_sample_indices(selector, n):
@@ -506,8 +509,11 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
     """Fit an estimator on the rows a selector picks.
 
     ``fit`` fits a clone of ``selector`` (anything with ``sample_indices_``
-    after ``fit``, e.g. :class:`MaxVolSampler`), then a clone of
-    ``estimator`` on the selected rows; prediction is delegated. Use it as the
+    after ``fit``, e.g. :class:`MaxVolSampler`, or any imbalanced-learn
+    sampler: those that keep rows of ``X`` give them through
+    ``sample_indices_``, those that make new rows such as SMOTE through
+    ``fit_resample``), then a clone of ``estimator`` on the selected rows;
+    prediction is delegated. Use it as the
     last step of a ``Pipeline`` and tune the budget with
     ``GridSearchCV(..., {"selector__n_samples": [...]})``.
 
@@ -574,7 +580,9 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         self.selector_ = clone(self.selector)
-        idx = _selected_rows(self.selector_, X, y)
+        idx, resampled = _selection(self.selector_, X, y)
+        if resampled is not None:  # new rows (e.g. SMOTE): fit on them as they are
+            return self._fit_resampled(X, resampled, sample_weight)
         weights = getattr(self.selector_, "sample_weight_", None)
         weights = (
             _to_numpy(weights) if self.use_weights and weights is not None else None
@@ -587,6 +595,20 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = clone(self.estimator).fit(
             _take_rows(X, idx), y_sel, **fit_params
         )
+        return self._set_features_in(X)
+
+    def _fit_resampled(self, X, resampled, sample_weight):
+        if sample_weight is not None:
+            raise ValueError(
+                f"sample_weight cannot follow the rows {type(self.selector_).__name__} "
+                "makes (they are new, not rows of X); drop sample_weight, or use a "
+                "selector that keeps rows of X (sample_indices_)."
+            )
+        X_new, y_new = resampled if isinstance(resampled, tuple) else (resampled, None)
+        self.estimator_ = clone(self.estimator).fit(X_new, y_new)
+        return self._set_features_in(X)
+
+    def _set_features_in(self, X):
         width = X.shape[1] if hasattr(X, "shape") else np.shape(X)[1]
         self.n_features_in_ = getattr(self.selector_, "n_features_in_", width)
         if hasattr(self.selector_, "feature_names_in_"):

@@ -506,3 +506,28 @@ def test_fd_explained_variance_is_below_the_truth_within_the_sketch_bound(center
     Z = fd.transform(X)
     expected = (X - X.mean(axis=0) if center else X) @ fd.components_.T
     np.testing.assert_allclose(Z, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name", ["RandomUnderSampler", "RandomOverSampler", "NearMiss", "SMOTE"]
+)
+def test_subset_fit_takes_any_imbalanced_learn_sampler(name):
+    imblearn = pytest.importorskip("imblearn")
+    import importlib
+
+    module = "over_sampling" if "Over" in name or name == "SMOTE" else "under_sampling"
+    cls = getattr(importlib.import_module(f"imblearn.{module}"), name)
+    X, y = _digits()
+    keep = np.flatnonzero((y != 3) | (np.arange(len(y)) % 6 == 0))  # class 3 is rare
+    X, y = X[keep], y[keep]
+    sampler = cls(random_state=0) if name != "NearMiss" else cls()
+    model = SubsetFitEstimator(sampler, LogisticRegression(max_iter=3000)).fit(X, y)
+    X_new, y_new = clone(sampler).fit_resample(X, y)  # the oracle: imblearn's own rows
+    direct = LogisticRegression(max_iter=3000).fit(X_new, y_new)
+    np.testing.assert_allclose(model.predict_proba(X), direct.predict_proba(X))
+    assert imblearn is not None
+    if name == "SMOTE":  # new rows carry no user weights
+        with pytest.raises(ValueError, match="sample_weight cannot follow the rows"):
+            SubsetFitEstimator(cls(random_state=0), LogisticRegression()).fit(
+                X, y, sample_weight=np.ones(len(y))
+            )

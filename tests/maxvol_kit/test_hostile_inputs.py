@@ -214,11 +214,22 @@ def test_subset_fit_with_a_resampler_that_sets_indices_in_fit_resample():
         ),
     )
 
-    class Unknown(UnderSampler):
+    class Generator(UnderSampler):  # makes new rows, as SMOTE does
         def fit_resample(self, X, y):
-            return X, y
+            return X[:60] * 2.0, y[:60]
 
-    with pytest.raises(TypeError, match="sets no sample_indices_"):
+    model = SubsetFitEstimator(Generator(), LogisticRegression()).fit(X, y)
+    direct = LogisticRegression().fit(X[:60] * 2.0, y[:60])
+    np.testing.assert_allclose(model.predict_proba(X), direct.predict_proba(X))
+
+    class Unknown:  # neither sample_indices_ nor fit_resample
+        def get_params(self, deep=True):
+            return {}
+
+        def fit(self, X, y):
+            return self
+
+    with pytest.raises(TypeError, match="sets no sample_indices_ after fit and has"):
         SubsetFitEstimator(Unknown(), LogisticRegression()).fit(X, y)
 
 
