@@ -39,7 +39,9 @@ from maxvol_kit._sklearn_compat import (
     HasMethods,
     Integral,
     Interval,
+    MetadataRouter,
     MetaEstimatorMixin,
+    MethodMapping,
     Real,
     SelectorMixin,
     StrOptions,
@@ -47,6 +49,7 @@ from maxvol_kit._sklearn_compat import (
     _check_sample_weight,
     _fit_context,
     _num_samples,
+    _routing_enabled,
     _safe_indexing,
     available_if,
     check_array,
@@ -57,6 +60,7 @@ from maxvol_kit._sklearn_compat import (
     get_namespace,
     get_tags,
     indexable,
+    process_routing,
     type_of_target,
     validate_data,
 )
@@ -480,6 +484,14 @@ def _selection(selector, X, y):
     )
 
 
+def _num_samples_or_none(value):
+    """The number of samples of an array-like, None for scalars and the like."""
+    try:
+        return _num_samples(value)
+    except TypeError:
+        return None
+
+
 def _check_sample_indices(selector, n):
     """The selector's ``sample_indices_``: a non-empty 1-D int array in [0, n).
 
@@ -560,7 +572,7 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         self.use_weights = use_weights
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, **fit_params):
         """Fit the selector, then the estimator on the selected rows.
 
         Parameters
@@ -568,7 +580,13 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,), optional
         sample_weight : array-like of shape (n_samples,), optional
-            Routed to ``estimator.fit`` for the selected rows.
+            Passed to ``estimator.fit`` for the selected rows (under metadata
+            routing only if the estimator requests it, the scikit-learn way).
+        **fit_params
+            Other metadata for ``estimator.fit``; needs
+            ``sklearn.set_config(enable_metadata_routing=True)`` and the
+            estimator's ``set_fit_request``. Per-sample arrays are cut to the
+            selected rows.
 
         Returns
         -------
@@ -577,32 +595,55 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         X, y = indexable(X, y)
         if y is not None:  # NaN or inf labels fail here, not only when selected
             check_array(_to_numpy(y), ensure_2d=False, dtype=None, input_name="y")
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+        params = self._estimator_params(sample_weight, fit_params)
+        if params.get("sample_weight") is not None:
+            params["sample_weight"] = _check_sample_weight(params["sample_weight"], X)
         self.selector_ = clone(self.selector)
         idx, resampled = _selection(self.selector_, X, y)
         if resampled is not None:  # new rows (e.g. SMOTE): fit on them as they are
-            return self._fit_resampled(X, resampled, sample_weight)
+            return self._fit_resampled(X, resampled, params)
+        n = _num_samples(X)
+        params = {  # per-sample metadata follows the rows
+            k: _take_rows(v, idx) if _num_samples_or_none(v) == n else v
+            for k, v in params.items()
+        }
         weights = getattr(self.selector_, "sample_weight_", None)
-        weights = (
-            _to_numpy(weights) if self.use_weights and weights is not None else None
-        )
-        if sample_weight is not None:
-            chosen = sample_weight[idx]
-            weights = chosen if weights is None else weights * chosen
-        fit_params = {} if weights is None else {"sample_weight": weights}
+        if self.use_weights and weights is not None:
+            chosen = params.get("sample_weight")
+            weights = _to_numpy(weights)
+            params["sample_weight"] = weights if chosen is None else weights * chosen
         y_sel = None if y is None else _take_rows(y, idx)
-        self.estimator_ = clone(self.estimator).fit(
-            _take_rows(X, idx), y_sel, **fit_params
-        )
+        self.estimator_ = clone(self.estimator).fit(_take_rows(X, idx), y_sel, **params)
         return self._set_features_in(X)
 
-    def _fit_resampled(self, X, resampled, sample_weight):
-        if sample_weight is not None:
+    def _estimator_params(self, sample_weight, fit_params):
+        """The metadata ``estimator.fit`` gets: routed, or ``sample_weight`` alone."""
+        if _routing_enabled():
+            metadata = dict(fit_params)
+            if sample_weight is not None:  # None is "not passed"
+                metadata["sample_weight"] = sample_weight
+            return dict(process_routing(self, "fit", **metadata).estimator.fit)
+        if fit_params:
+            raise TypeError(
+                f"{type(self).__name__}.fit got {sorted(fit_params)}; other metadata "
+                "than sample_weight needs sklearn.set_config(enable_metadata_routing="
+                "True) and estimator.set_fit_request(...)."
+            )
+        return {} if sample_weight is None else {"sample_weight": sample_weight}
+
+    def get_metadata_routing(self):
+        """The routing of ``fit``'s metadata to ``estimator.fit`` (scikit-learn's)."""
+        return MetadataRouter(owner=type(self).__name__).add(
+            estimator=self.estimator,
+            method_mapping=MethodMapping().add(caller="fit", callee="fit"),
+        )
+
+    def _fit_resampled(self, X, resampled, params):
+        if params:
             raise ValueError(
-                f"sample_weight cannot follow the rows {type(self.selector_).__name__} "
-                "makes (they are new, not rows of X); drop sample_weight, or use a "
-                "selector that keeps rows of X (sample_indices_)."
+                f"sample_weight and other per-sample metadata cannot follow the rows "
+                f"{type(self.selector_).__name__} makes (they are new, not rows of "
+                "X); drop them, or use a selector that keeps rows of X."
             )
         X_new, y_new = resampled if isinstance(resampled, tuple) else (resampled, None)
         self.estimator_ = clone(self.estimator).fit(X_new, y_new)
@@ -980,13 +1021,19 @@ class FrequentDirections(
             self._sketch = FrequentDirectionsSketch(self.sketch_size)
             self.n_components_ = min(self.n_components or self.sketch_size, X.shape[1])
             self.n_samples_seen_ = 0
-            # The sums of the rows and of their squares: the mean and total variance.
+            # The sum of the rows (the mean) and of their squares, as
+            # scale^2 * ssq so that no square overflows (LAPACK's dlassq).
             self._sum = xp.zeros((X.shape[1],), dtype=X.dtype, device=backend.device)
-            self._sum_squares = 0.0
+            self._scale, self._ssq = 0.0, 0.0
         self._sketch.update(X)
         self.n_samples_seen_ += X.shape[0]
         self._sum = self._sum + xp.sum(X, axis=0)
-        self._sum_squares += float(xp.sum(X * X))
+        peak = float(xp.max(xp.abs(X))) if X.shape[0] else 0.0
+        if peak > self._scale:
+            self._ssq *= (self._scale / peak) ** 2
+            self._scale = peak
+        if self._scale > 0:
+            self._ssq += float(xp.sum((X / self._scale) ** 2))
         self._set_components()
         return self
 
@@ -996,24 +1043,30 @@ class FrequentDirections(
         xp, n = backend.xp, self.n_samples_seen_
         self.sketch_ = xp.asarray(B, copy=True)
         self.mean_ = self._sum / n
+        # Everything squared is computed in units of c, a scale of the data, so
+        # that nothing overflows; the variances are c^2 times what follows.
+        c = max(self._scale, 1e-300)
+        Bs, mean_s = B / c, self.mean_ / c
+        total = self._ssq * (self._scale / c) ** 2  # sum of squares / c^2
         if self.center:  # the centred scatter's estimate, B^T B - n mu mu^T
-            scatter = B.T @ B - n * (self.mean_[:, None] * self.mean_[None, :])
+            scatter = Bs.T @ Bs - n * (mean_s[:, None] * mean_s[None, :])
             values, vectors = xp.linalg.eigh(scatter)
             order = xp.flip(xp.argsort(values))
             values, Vt = xp.take(values, order), xp.take(vectors, order, axis=1).T
-            total = self._sum_squares - n * float(xp.sum(self.mean_ * self.mean_))
+            total -= n * float(xp.sum(mean_s * mean_s))
         else:
-            _, s, Vt = xp.linalg.svd(B, full_matrices=False)
-            values, total = s * s, self._sum_squares
+            _, s, Vt = xp.linalg.svd(Bs, full_matrices=False)
+            values = s * s
         k = self.n_components_
         comps = xp.zeros((k, B.shape[1]), dtype=B.dtype, device=backend.device)
         variance = xp.zeros((k,), dtype=B.dtype, device=backend.device)
         m = min(k, Vt.shape[0])
         comps[:m, :] = Vt[:m, :]
-        variance[:m] = xp.clip(values[:m], 0, None) / max(n - 1, 1)
+        variance[:m] = xp.clip(values[:m], 0, None)
         self.components_ = comps
-        self.explained_variance_ = variance
-        self.explained_variance_ratio_ = variance * max(n - 1, 1) / max(total, 1e-300)
+        self.explained_variance_ratio_ = variance / max(total, 1e-300)
+        with np.errstate(over="ignore"):  # a variance beyond the float range is inf
+            self.explained_variance_ = variance * (c * c / max(n - 1, 1))
         self._n_features_out = k
 
     def transform(self, X):

@@ -20,6 +20,12 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.utils import _safe_indexing, get_tags
 from sklearn.utils._array_api import check_same_namespace, get_namespace
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metadata_routing import (
+    MetadataRouter,
+    MethodMapping,
+    _routing_enabled,
+    process_routing,
+)
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
@@ -39,6 +45,8 @@ __all__ = [
     "Integral",
     "Interval",
     "MetaEstimatorMixin",
+    "MetadataRouter",
+    "MethodMapping",
     "Real",
     "SelectorMixin",
     "StrOptions",
@@ -46,6 +54,7 @@ __all__ = [
     "_check_sample_weight",
     "_fit_context",
     "_num_samples",
+    "_routing_enabled",
     "_safe_indexing",
     "available_if",
     "check_array",
@@ -56,6 +65,7 @@ __all__ = [
     "get_namespace",
     "get_tags",
     "indexable",
+    "process_routing",
     "type_of_target",
     "validate_data",
 ]

@@ -527,7 +527,35 @@ def test_subset_fit_takes_any_imbalanced_learn_sampler(name):
     np.testing.assert_allclose(model.predict_proba(X), direct.predict_proba(X))
     assert imblearn is not None
     if name == "SMOTE":  # new rows carry no user weights
-        with pytest.raises(ValueError, match="sample_weight cannot follow the rows"):
+        with pytest.raises(ValueError, match="per-sample metadata cannot follow"):
             SubsetFitEstimator(cls(random_state=0), LogisticRegression()).fit(
                 X, y, sample_weight=np.ones(len(y))
             )
+
+
+def test_subset_fit_routes_metadata_the_scikit_learn_way():
+    from sklearn import config_context
+    from sklearn.exceptions import UnsetMetadataPassedError
+
+    X, y = _digits()
+    sw = np.arange(len(y), dtype=float) + 1
+    with config_context(enable_metadata_routing=True):
+        asked = _Recorder().set_fit_request(sample_weight=True)
+        model = SubsetFitEstimator(MaxVolSampler(n_samples=50), asked)
+        model.fit(X, y, sample_weight=sw)
+        idx = model.selector_.sample_indices_
+        np.testing.assert_array_equal(model.estimator_.sample_weight_, sw[idx])
+        declined = _Recorder().set_fit_request(sample_weight=False)
+        model = SubsetFitEstimator(MaxVolSampler(n_samples=50), declined)
+        assert model.fit(X, y).estimator_.sample_weight_ is None
+        with pytest.raises(TypeError, match="not routed to any object"):
+            model.fit(X, y, sample_weight=sw)  # declined: scikit-learn refuses it
+        # Neither asked nor declined: refused too (the error depends on the release).
+        with pytest.raises((UnsetMetadataPassedError, TypeError)):
+            SubsetFitEstimator(MaxVolSampler(n_samples=50), _Recorder()).fit(
+                X, y, sample_weight=sw
+            )
+    with pytest.raises(TypeError, match=r"needs sklearn\.set_config"):
+        SubsetFitEstimator(MaxVolSampler(n_samples=50), _Recorder()).fit(
+            X, y, groups=np.zeros(len(y))
+        )
