@@ -90,6 +90,17 @@ def _plain(X):
     return X
 
 
+def _is_sparse(X):
+    """A scipy.sparse matrix or array (checked without importing scipy.sparse)."""
+    return hasattr(X, "tocsr") and hasattr(X, "toarray")
+
+
+def _dense_blocks(X, rows):
+    """The rows of a sparse ``X`` as dense arrays of at most ``rows`` rows."""
+    step = max(rows, 1)
+    return (X[start : start + step].toarray() for start in range(0, X.shape[0], step))
+
+
 def _is_foreign_array(X):
     """An array of an array-API library other than NumPy (torch, CuPy, ...)."""
     return array_api_compat.is_array_api_obj(X) and not isinstance(X, np.ndarray)
@@ -782,10 +793,7 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         -------
         self : MaxVolFeatureSelector
         """
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
-        backend = get_backend(X)
-        xp = backend.xp
-        X, _ = rescaled(X, backend)  # the selection does not depend on the scale
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), accept_sparse="csr")
         d = X.shape[1]
         wanted = self.n_features_to_select
         k = (
@@ -793,14 +801,20 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
             if wanted is None
             else _count(wanted, d, "n_features_to_select")
         )
-        Xc = X - xp.mean(X, axis=0)
-        Z = principal_coordinates(Xc.T, None, None)  # rows: columns of X
+        if _is_sparse(X):
+            Z, e = _sparse_loadings(X, k)
+            X = np.zeros((0, d), dtype=X.dtype)  # the fitted arrays' namespace
+        else:
+            X, e = rescaled(X, get_backend(X))  # the selection ignores the scale
+            Xc = X - get_backend(X).xp.mean(X, axis=0)
+            Z = principal_coordinates(Xc.T, None, None)  # rows: columns of X
+        xp = get_backend(X).xp
         if Z.shape[1] == 0:
             sel, gains = np.arange(k), np.zeros(k)
         else:
             result, measured = _select(Z, k, self.method, self.tol)
             sel = _to_numpy(result.indices)
-            gains = _gains(measured, sel)
+            gains = _gains(measured, sel) + e * np.log(2.0)  # in the caller's units
         self.pick_order_ = _like(sel, X, xp.int64)
         self.gains_ = _like(gains, X, X.dtype)
         support = np.zeros(d, dtype=bool)
@@ -818,7 +832,12 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="support_", method="transform")
         X = validate_data(
-            self, _plain(X), dtype=None, reset=False, ensure_all_finite=False
+            self,
+            _plain(X),
+            dtype=None,
+            reset=False,
+            ensure_all_finite=False,
+            accept_sparse=["csr", "csc"],
         )
         if not _is_foreign_array(X):
             return super().transform(X)
@@ -842,7 +861,43 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags
+
+
+def _sparse_loadings(X, k, extra=10):
+    """Loadings ``V S`` of the centred sparse ``X`` (top ``k + extra``), and ``e``.
+
+    ``X`` is first multiplied by ``2^-e`` when it is far from 1 (as
+    :func:`rescaled` does for dense input).
+
+    ``scipy.sparse.linalg.svds`` of the operator ``X - 1 mu^T`` (never formed,
+    so ``X`` stays sparse); directions below ``sqrt(eps)`` of the largest are
+    dropped, as for dense input. Equal to the dense loadings when the rank of
+    the centred ``X`` is at most ``k + extra``.
+    """
+    from scipy.sparse.linalg import LinearOperator, svds
+
+    n, d = X.shape
+    peak = np.array([[float(abs(X).max())]])  # the power of two rescaled would use
+    e = rescaled(peak, get_backend(peak))[1]
+    X = X * 2.0**-e if e else X  # exact, as for dense input
+    mu = np.asarray(X.mean(axis=0)).ravel()
+    centred = LinearOperator(
+        (n, d),
+        matvec=lambda v: X @ v - mu @ v,
+        rmatvec=lambda u: X.T @ u - mu * u.sum(),
+        dtype=np.float64,
+    )
+    rank = min(k + extra, min(n, d) - 1)
+    if rank < 1:  # a single row or column: nothing to truncate
+        return principal_coordinates((X.toarray() - mu).T, None, None), e
+    _, s, Vt = svds(centred, k=rank, random_state=0)
+    order = np.argsort(s)[::-1]
+    s, Vt = s[order], Vt[order]
+    floor = np.sqrt(np.finfo(np.float64).eps) * s[0] if s.size else 0.0
+    keep = s > floor
+    return Vt[keep].T * s[keep], e
 
 
 def _check_components(n_components, X):
@@ -1012,19 +1067,30 @@ class FrequentDirections(
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
-        """Stream more rows into the sketch; ``y`` is ignored."""
+        """Stream more rows into the sketch; ``y`` is ignored.
+
+        ``X`` may be a scipy.sparse matrix: it is streamed in dense blocks of
+        ``sketch_size`` rows, so memory stays ``O(sketch_size * n_features)``.
+        """
         first = not hasattr(self, "_sketch")
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=first)
-        backend = get_backend(X)
-        xp = backend.xp
+        X = validate_data(
+            self, _plain(X), dtype=_float_dtypes(X), reset=first, accept_sparse="csr"
+        )
         if first:
             self._sketch = FrequentDirectionsSketch(self.sketch_size)
             self.n_components_ = min(self.n_components or self.sketch_size, X.shape[1])
             self.n_samples_seen_ = 0
             # The sum of the rows (the mean) and of their squares, as
             # scale^2 * ssq so that no square overflows (LAPACK's dlassq).
-            self._sum = xp.zeros((X.shape[1],), dtype=X.dtype, device=backend.device)
-            self._scale, self._ssq = 0.0, 0.0
+            self._sum, self._scale, self._ssq = 0.0, 0.0, 0.0
+        blocks = _dense_blocks(X, self.sketch_size) if _is_sparse(X) else [X]
+        for block in blocks:
+            self._stream(block)
+        self._set_components()
+        return self
+
+    def _stream(self, X):
+        xp = get_backend(X).xp
         self._sketch.update(X)
         self.n_samples_seen_ += X.shape[0]
         self._sum = self._sum + xp.sum(X, axis=0)
@@ -1034,8 +1100,6 @@ class FrequentDirections(
             self._scale = peak
         if self._scale > 0:
             self._ssq += float(xp.sum((X / self._scale) ** 2))
-        self._set_components()
-        return self
 
     def _set_components(self):
         B = self._sketch.sketch
@@ -1073,12 +1137,16 @@ class FrequentDirections(
         """Coordinates of ``X`` on the sketch's components."""
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=False)
+        X = validate_data(
+            self, _plain(X), dtype=_float_dtypes(X), reset=False, accept_sparse="csr"
+        )
+        Z = X @ self.components_.T  # sparse X: a dense product, X is not densified
         if self.center:
-            X = X - self.mean_
-        return X @ self.components_.T
+            Z = Z - self.mean_ @ self.components_.T
+        return Z
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags

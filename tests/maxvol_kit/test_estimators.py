@@ -559,3 +559,42 @@ def test_subset_fit_routes_metadata_the_scikit_learn_way():
         SubsetFitEstimator(MaxVolSampler(n_samples=50), _Recorder()).fit(
             X, y, groups=np.zeros(len(y))
         )
+
+
+# scipy.sparse input -----------------------------------------------------------------
+
+
+def _sparse_low_rank(rank=8, n=400, d=60, seed=1):
+    sp = pytest.importorskip("scipy.sparse")
+    W = sp.random(rank, d, density=0.3, random_state=seed)
+    A = sp.random(n, rank, density=0.5, random_state=seed + 1)
+    return (A @ W).tocsr()
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0**300])
+def test_feature_selector_on_sparse_input_equals_the_dense_result(scale):
+    X = _sparse_low_rank() * scale  # rank 8 <= k + 10: the truncation is exact
+    sparse = MaxVolFeatureSelector(5).fit(X)
+    dense = MaxVolFeatureSelector(5).fit(X.toarray())
+    np.testing.assert_array_equal(sparse.get_support(), dense.get_support())
+    np.testing.assert_array_equal(sparse.pick_order_, dense.pick_order_)
+    np.testing.assert_allclose(sparse.gains_, dense.gains_, rtol=1e-9)
+    out = sparse.transform(X)
+    assert hasattr(out, "tocsr")  # stays sparse
+    np.testing.assert_array_equal(out.toarray(), X.toarray()[:, sparse.get_support()])
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_frequent_directions_on_sparse_input_equals_the_dense_result(center):
+    X = _sparse_low_rank(rank=20)
+    sparse = FrequentDirections(6, center=center).fit(X)
+    dense = FrequentDirections(6, center=center).fit(X.toarray())
+    np.testing.assert_allclose(
+        np.abs(sparse.components_), np.abs(dense.components_), atol=1e-10
+    )
+    np.testing.assert_allclose(
+        sparse.explained_variance_, dense.explained_variance_, rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        np.abs(sparse.transform(X)), np.abs(dense.transform(X.toarray())), atol=1e-10
+    )
