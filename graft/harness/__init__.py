@@ -6,7 +6,8 @@ and the benchmarks build experiments from.
 
 - :mod:`graft.harness._data`: :func:`load_dataset` (digits or an IDX set such
   as Fashion-MNIST, train and test), :func:`load_idx`, :func:`load_mnist_like`,
-  :func:`load_digits_split`, :func:`load_file` (``.npz`` / ``.csv``), and
+  :func:`load_digits_split`, :func:`load_file` (``.npz`` / ``.csv``),
+  :func:`load_image_folder` (class sub-folders), and
   :func:`corrupt` (duplicates, label noise,
   a long tail on the training set).
 - :mod:`graft.harness._models`: :func:`make_model`, the MLP and the small CNN,
@@ -23,6 +24,7 @@ from graft.harness._data import (
     load_digits_split,
     load_file,
     load_idx,
+    load_image_folder,
     load_mnist_like,
 )
 from graft.harness._models import TransformerBlock, fit, make_model
@@ -38,6 +40,7 @@ __all__ = [
     "load_digits_split",
     "load_file",
     "load_idx",
+    "load_image_folder",
     "load_mnist_like",
     "main",
     "make_model",

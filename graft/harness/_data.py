@@ -441,6 +441,75 @@ def load_file(path, *, test_size=0.2, seed=0):
     return X, np.asarray(test[0], dtype=np.float32), y, y_test
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_image_folder(directory, *, test_size=0.2, seed=0):
+    """Images in class sub-folders (``directory/<class>/<image>``), split in two.
+
+    Every image is read with Pillow in the mode of the first one (``L`` for
+    grey, ``RGB`` for colour) and resized to its size; the classes are the
+    sub-folders in sorted order.
+
+    Returns
+    -------
+    X_train, X_test : ndarrays of shape (n, channels, height, width), in [0, 1]
+    y_train, y_test : ndarrays of int64
+    classes : list of str
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from graft.harness import load_image_folder
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("cat", "dog"):
+    ...     (root / name).mkdir()
+    ...     for i in range(5):
+    ...         Image.new("L", (6, 4), 40 * i).save(root / name / f"{i}.png")
+    >>> X_tr, X_te, y_tr, y_te, classes = load_image_folder(root)
+    >>> X_tr.shape, classes
+    ((8, 1, 4, 6), ['cat', 'dog'])
+    """
+    from PIL import Image
+    from sklearn.model_selection import train_test_split
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root}: no such folder; pass a folder of class folders."
+        )
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = [
+        (f, c)
+        for c, name in enumerate(classes)
+        for f in sorted((root / name).iterdir())
+        if f.suffix.lower() in _IMAGE_SUFFIXES
+    ]
+    if len(classes) < 2 or len(files) < 2:
+        raise ValueError(
+            f"{root} holds {len(classes)} class folder(s) and {len(files)} image(s); "
+            "it needs at least two class sub-folders with images."
+        )
+    with Image.open(files[0][0]) as first:
+        mode = "RGB" if first.mode not in ("L", "1", "I;16", "I") else "L"
+        size = first.size
+    images = []
+    for f, _ in files:
+        with Image.open(f) as image:
+            images.append(
+                np.asarray(image.convert(mode).resize(size), dtype=np.float32)
+            )
+    X = np.stack(images) / 255.0
+    X = X[:, None] if X.ndim == 3 else X.transpose(0, 3, 1, 2)
+    y = np.array([c for _, c in files], dtype=np.int64)
+    strata = y if np.bincount(y).min() >= 2 else None
+    split = train_test_split(
+        X, y, test_size=test_size, stratify=strata, random_state=seed
+    )
+    return (*split, classes)
+
+
 def _read_csv(path):
     """``(X, y)`` of a CSV file with a header row (see :func:`load_file`)."""
     import csv
@@ -466,6 +535,9 @@ def _read_csv(path):
 
 def _arrays(name, data_dir, data, seed):
     """The dataset's name and ``(X_train, X_test, y_train, y_test)`` arrays."""
+    if data is not None and Path(data).is_dir():
+        X_tr, X_te, y_tr, y_te, _ = load_image_folder(data, seed=seed)
+        return Path(data).name, (X_tr, X_te, y_tr, y_te)
     if data is not None:
         X_tr, X_te, y_tr, y_te = load_file(data, seed=seed)
         mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
@@ -513,7 +585,8 @@ def load_dataset(
     data : path-like, optional
         A ``.npz`` or ``.csv`` file of features and labels instead
         (:func:`load_file`); the features are standardised with the training
-        set's mean and standard deviation.
+        set's mean and standard deviation. A folder: images in class
+        sub-folders (:func:`load_image_folder`), values in [0, 1].
     train_size : int, optional
         Keep a random subset of this many training samples.
     seed : int

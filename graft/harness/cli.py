@@ -31,9 +31,11 @@ _RUN_FLAGS = (
         "mnist"], "help": "auto: Fashion-MNIST if its files are found, else digits"}),
     ("--data-dir", {"default": None, "help": "folder of the IDX files"}),
     ("--data", {"default": None, "help": "your own data instead: a .npz (X, y[, "
-        "X_test, y_test]) or .csv (a label column) file; features standardised"}),
-    ("--model", {"default": "mlp", "choices": ["mlp", "cnn"],
-        "help": "mlp: 256-128 hidden units; cnn: two conv layers"}),
+        "X_test, y_test]) or .csv (a label column) file, features standardised; or "
+        "a folder of class sub-folders of images"}),
+    ("--model", {"default": "mlp", "help": "mlp: 256-128 hidden units; cnn: two "
+        "conv layers; or module:factory, factory(in_shape, n_classes) -> nn.Module "
+        "(module importable, or a .py path)"}),
     ("--selectors", {"default": "full,random,infobatch,graft",
         "help": "comma-separated: full, full-short (full data for fraction x "
         "epochs), random, infobatch, graft, sage"}),
@@ -210,10 +212,9 @@ def run_one(args, name, seed, train, test, info, log):
 
     from graft import Graft, train_epoch
     from graft.harness._energy import EnergyMeter
-    from graft.harness._models import make_model
 
     torch.manual_seed(seed)
-    model = make_model(args.model, info["in_shape"], info["n_classes"])
+    model = _model_factory(args.model)(info["in_shape"], info["n_classes"])
     model = model.to(args.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     graft = Graft(
@@ -253,6 +254,39 @@ def run_one(args, name, seed, train, test, info, log):
         "energy_source": energy.source,
         "history": history,
     }
+
+
+def _model_factory(spec):
+    """``factory(in_shape, n_classes)`` for ``--model``: mlp, cnn or module:factory."""
+    import importlib
+    import importlib.util
+
+    from graft.harness._models import make_model
+
+    if spec in ("mlp", "cnn"):
+        return lambda in_shape, n_classes: make_model(spec, in_shape, n_classes)
+    module_name, _, name = spec.rpartition(":")
+    if not module_name or not name:
+        _fail(f"--model ({spec!r}) must be mlp, cnn or module:factory.")
+    try:
+        if module_name.endswith(".py"):
+            import importlib.util
+
+            loaded = importlib.util.spec_from_file_location(
+                "graft_user_model", module_name
+            )
+            if loaded is None:
+                raise ImportError(f"no such file {module_name}")
+            module = importlib.util.module_from_spec(loaded)
+            loaded.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, FileNotFoundError) as exc:
+        _fail(f"--model ({spec!r}): cannot import {module_name} ({exc}).")
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        _fail(f"--model ({spec!r}): {module_name} has no callable {name!r}.")
+    return factory
 
 
 def _epoch_record(graft, name, epoch, loss, wall, test):
@@ -398,6 +432,7 @@ def _check_args(args):
     if not str(args.out).strip():
         _fail("--out is empty; pass the folder for the report, e.g. --out runs/a.")
     _check_device(args.device)
+    _model_factory(args.model)  # importable and callable, before any loading
     if args.data is not None:
         _check_data_file(args)
     else:
@@ -416,12 +451,14 @@ def _check_device(device):
 
 
 def _check_data_file(args):
-    """``--data`` names a .npz or .csv file and no other data source."""
+    """``--data`` names a .npz / .csv file or an image folder, and nothing else."""
     path = Path(args.data)
     if args.data_dir is not None or args.dataset != "auto":
         _fail("--data replaces --dataset and --data-dir; pass only one of them.")
+    if path.is_dir():
+        return  # a folder of class sub-folders of images (checked as it loads)
     if path.suffix not in (".npz", ".csv"):
-        _fail(f"--data ({args.data}) must be a .npz or .csv file.")
+        _fail(f"--data ({args.data}) must be a .npz or .csv file or an image folder.")
     if not path.is_file():
         _fail(f"--data ({args.data}) is not a file; check the path.")
     if args.model == "cnn":

@@ -128,3 +128,35 @@ def test_energy_comes_from_codecarbon_when_it_is_there(monkeypatch):
     assert calls[1:] == ["start", "stop"] and calls[0]["save_to_file"] is False
     assert meter.joules == pytest.approx(2e-6 * 3.6e6)  # kWh to J
     assert meter.source.startswith("codecarbon")
+
+
+def test_graft_run_on_an_image_folder_with_a_model_of_your_own(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("dark", "light")):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.clip(rng.normal(60 + 120 * c, 20, (8, 8)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(
+                tmp_path / "images" / name / f"{i}.png"
+            )
+    (tmp_path / "mymodel.py").write_text(
+        "from torch import nn\n\n"
+        "def build(in_shape, n_classes):\n"
+        "    assert tuple(in_shape) == (1, 8, 8)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, n_classes))\n"
+    )
+    out = tmp_path / "run"
+    main(["run", "--data", str(tmp_path / "images"), "--model",
+          f"{tmp_path / 'mymodel.py'}:build", "--out", str(out), *QUICK])  # fmt: skip
+    report = _report(out)
+    assert report["config"]["dataset"] == "images"
+    assert len(report["runs"]) == 2 and report["runs"][0]["test_accuracy"] >= 0.5
+    for spec, message in (
+        ("nowhere:build", "cannot import nowhere"),
+        (f"{tmp_path / 'mymodel.py'}:missing", "has no callable 'missing'"),
+        ("resnet", "must be mlp, cnn or module:factory"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            main(["run", "--model", spec, "--out", str(tmp_path / "x")])
