@@ -82,7 +82,11 @@ def write_report(out, config, runs, *, plots=True):
     partial.write_text(json.dumps(report, indent=2))
     partial.replace(out / "report.json")
     if plots:
-        _plots(out, runs)
+        _plots(
+            out,
+            runs,
+            chance=100.0 / config["n_classes"] if config.get("n_classes") else None,
+        )
     return summary
 
 
@@ -126,11 +130,13 @@ def _mean_curves(runs):
     return curves
 
 
-def _plots(out, runs):
+def _plots(out, runs, chance=None):
+    """The accuracy plots (bands of one sd over seeds; chance level dotted)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig1, ax1 = plt.subplots(figsize=(6, 4))
     fig2, ax2 = plt.subplots(figsize=(6, 4))
@@ -154,6 +160,10 @@ def _plots(out, runs):
         title="accuracy vs time (bands: +- 1 sd over seeds)",
     )
     ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy vs epoch")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    if chance is not None:
+        for ax in (ax1, ax2):
+            ax.axhline(chance, color="0.5", linestyle=":", lw=1, label="chance")
     for fig, ax, name in (
         (fig1, ax1, "accuracy_vs_time.png"),
         (fig2, ax2, "accuracy_vs_epoch.png"),
@@ -168,8 +178,8 @@ def _plots(out, runs):
         ranks = [k for h in r["history"] for k in h.get("ranks", [])]
         ax.plot(ranks, ".", ms=2, label=f"{r['selector']} seed {r['seed']}")
     ax.set(
-        xlabel="selected batch (in order)",
-        ylabel="rank (samples kept per batch)",
+        xlabel="class or batch of each round (in order)",
+        ylabel="rank (directions the selection covers)",
         title="GRAFT rank history",
     )
     if graft_runs:

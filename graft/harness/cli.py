@@ -354,7 +354,8 @@ def run(args):
         f"{args.epochs} epochs, {args.seeds} seed(s), mode {args.mode}"
     )
     config = {k: v for k, v in vars(args).items() if k != "command"} | {
-        "dataset": info["name"]
+        "dataset": info["name"],
+        "n_classes": info["n_classes"],
     }
     runs = []
     try:
