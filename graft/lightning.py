@@ -50,8 +50,9 @@ class GraftCallback(Callback):
     The selection calls the ``LightningModule`` as the model, through the
     ``inputs`` / ``targets`` / ``outputs`` options (see :class:`graft.Graft`);
     its last ``nn.Linear`` is the layer whose input gives the embedding
-    features. Single-device training only; under a multi-process strategy
-    the callback raises an error.
+    features. Under a multi-process strategy (DDP) each process selects in
+    its shard as :class:`graft.Graft` does under ``torch.distributed`` (the
+    callback joins the processes in ``setup``).
 
     Parameters
     ----------
@@ -185,12 +186,9 @@ class GraftCallback(Callback):
         """Take the ``LightningModule`` as the model that selects."""
         if stage != "fit":
             return
+        # Under a multi-process strategy the process group exists only now.
         if trainer.world_size > 1:
-            raise NotImplementedError(
-                f"GraftCallback runs on one device, but the trainer has "
-                f"world_size={trainer.world_size}; use Trainer(devices=1), or the "
-                "plain graft.Graft loop."
-            )
+            self.graft.set_processes(trainer.global_rank, trainer.world_size)
         self._trainer = trainer
         self.graft.model = pl_module
 

@@ -681,6 +681,22 @@ class Graft:
         # Per-token (or per-pixel) inputs: their mean, one width for all batches.
         return h if h.ndim == 2 else h.reshape(n, -1, h.shape[-1]).mean(dim=1)
 
+    def set_processes(self, process_rank, world_size):
+        """Join ``world_size`` processes as ``process_rank`` (before the first epoch).
+
+        For frameworks that start ``torch.distributed`` after the wrapper is
+        built (the Lightning callback calls it in ``setup``); ``None`` for
+        both takes them from ``torch.distributed``.
+        """
+        if self._plan is not None:  # a loaded selection is global: it may stay
+            raise RuntimeError(
+                "set_processes must come before the first set_epoch: the epochs "
+                "planned so far were dealt to the processes as they were."
+            )
+        self.process_rank, self.world_size = resolve_processes(
+            process_rank, world_size
+        )
+
     # -- state ------------------------------------------------------------------
 
     def state_dict(self):

@@ -1,5 +1,7 @@
 """GraftCallback: a Lightning run selects exactly what a plain Graft loop selects."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -238,3 +240,79 @@ def test_lightning_is_imported_only_by_graft_lightning_and_named_if_missing():
         "    raise SystemExit('graft.lightning imported without lightning')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+DDP_SCRIPT = """
+import json, sys
+import torch
+import torch.nn.functional as F
+import lightning.pytorch as L
+from torch.utils.data import TensorDataset
+from graft import RandomSelector
+from graft.lightning import GraftCallback
+
+
+class Module(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(),
+                                       torch.nn.Linear(8, 3))
+        self.seen = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, i):
+        x, y = batch.data
+        self.seen += [[self.current_epoch, k] for k in batch.indices.tolist()]
+        losses = F.cross_entropy(self(x), y, reduction="none")
+        return self.trainer.callbacks[0].update(batch, losses)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(120, 4, generator=g), torch.arange(120) % 3)
+    callback = GraftCallback(RandomSelector(0.5), dataset=data, batch_size=10,
+                             refresh_every=1)
+    module = Module()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=2, strategy="ddp",
+                        callbacks=[callback], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, train_dataloaders=callback.train_dataloader())
+    with open(f"{sys.argv[1]}/rank{trainer.global_rank}.json", "w") as f:
+        json.dump({"seen": module.seen, "history": callback.graft.history}, f)
+"""
+
+
+@pytest.mark.slow
+def test_the_callback_under_two_process_ddp_serves_disjoint_shares_of_one_selection(
+    tmp_path,
+):
+    """Two CPU processes (gloo): together they train on what one process selects."""
+    pytest.importorskip("lightning")
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(120, 4, generator=g), torch.arange(120) % 3)
+    plain = Graft(torch.nn.Linear(4, 3), data, selector=RandomSelector(0.5),
+                  batch_size=10, refresh_every=1)  # fmt: skip
+    for epoch in range(2):
+        plain.set_epoch(epoch)
+        shares = [{k for e, k in r["seen"] if e == epoch} for r in ranks]
+        assert not shares[0] & shares[1]  # disjoint
+        assert shares[0] | shares[1] == set(plain.selected_indices.tolist())
+        assert all(r["history"][epoch]["samples"] == 60 for r in ranks)
