@@ -78,6 +78,7 @@ PUBLIC_MODULES = (
     "graft",
     "graft.selection",
     "graft.lightning",
+    "graft.hf",
     "graft.harness",
 )
 # scikit-learn adds set_*_request methods to every estimator class.

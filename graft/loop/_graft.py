@@ -693,9 +693,7 @@ class Graft:
                 "set_processes must come before the first set_epoch: the epochs "
                 "planned so far were dealt to the processes as they were."
             )
-        self.process_rank, self.world_size = resolve_processes(
-            process_rank, world_size
-        )
+        self.process_rank, self.world_size = resolve_processes(process_rank, world_size)
 
     # -- state ------------------------------------------------------------------
 
