@@ -3,8 +3,12 @@
 Rows: logistic regression trained on the rows each method selects from the
 training set, test accuracy, at budgets of 1%, 2%, 5% and 10% of the rows.
 Methods: ``MaxVolSampler`` (plain and stratified), random rows and
-stratified random rows (mean and std over ``--seeds`` draws), and k-means++
-seeds (``sklearn.cluster.kmeans_plusplus``, over 5 seeds).
+stratified random rows (mean and std over ``--seeds`` draws), k-means++
+seeds (``sklearn.cluster.kmeans_plusplus``, over 5 seeds), k-center greedy
+(farthest-first traversal, over 5 seeds) and apricot's submodular
+``FacilityLocationSelection`` (stratified: one per class; when apricot is
+installed, and only where the n x n similarities fit in memory). Every row
+records the seconds per selection and the peak memory of one (tracemalloc).
 
 Columns: logistic regression on the columns ``MaxVolFeatureSelector`` keeps,
 against ``SelectKBest(f_classif)`` and random columns.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,10 @@ from threadpoolctl import threadpool_limits
 
 from graft.harness import load_digits_split, load_mnist_like
 from maxvol_kit import MaxVolFeatureSelector, MaxVolSampler
+from maxvol_kit.utils import allocate
+
+# Facility location keeps an n x n similarity matrix: skip it above this.
+_FACILITY_MAX_ROWS = 12000
 
 BUDGETS = (0.01, 0.02, 0.05, 0.10)
 
@@ -59,6 +68,71 @@ def _stratified_random(y, K, rng):
     return np.concatenate(rows)
 
 
+def _k_center(X, K, seed):
+    """Farthest-first traversal: each pick the row farthest from those picked."""
+    rng = np.random.default_rng(seed)
+    picks = [int(rng.integers(len(X)))]
+    distance = np.linalg.norm(X - X[picks[0]], axis=1)
+    for _ in range(K - 1):
+        picks.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(X - X[picks[-1]], axis=1))
+    return np.array(picks)
+
+
+def _facility_location(X, y, K):
+    """apricot's facility location within each class (budget by class size)."""
+    from apricot import FacilityLocationSelection
+
+    classes = np.unique(y)
+    members = [np.flatnonzero(y == c) for c in classes]
+    picks = []
+    for rows, k in zip(members, allocate([len(m) for m in members], K), strict=True):
+        if k:
+            selector = FacilityLocationSelection(int(k), metric="euclidean")
+            picks.append(rows[selector.fit(X[rows]).ranking])
+    return np.concatenate(picks)
+
+
+def _methods(X_tr, y_tr, K):
+    n = len(X_tr)
+    methods = {
+        "MaxVolSampler": lambda s: (
+            MaxVolSampler(K, random_state=s).fit(X_tr).sample_indices_
+        ),
+        "MaxVolSampler (stratified)": lambda s: (
+            MaxVolSampler(K, stratify=True, random_state=s)
+            .fit(X_tr, y_tr)
+            .sample_indices_
+        ),
+        "random rows": lambda s: np.random.default_rng(s).choice(n, K, replace=False),
+        "random rows (stratified)": lambda s: _stratified_random(
+            y_tr, K, np.random.default_rng(s)
+        ),
+        "k-means++ seeds": lambda s: kmeans_plusplus(X_tr, K, random_state=s)[1],
+        "k-center greedy": lambda s: _k_center(X_tr, K, s),
+    }
+    largest = max(np.bincount(y_tr))
+    try:
+        import apricot  # noqa: F401
+    except ImportError:
+        print("apricot not installed: facility location skipped")
+    else:
+        if largest <= _FACILITY_MAX_ROWS:
+            methods["facility location (stratified)"] = lambda s: _facility_location(
+                X_tr, y_tr, K
+            )
+    return methods
+
+
+def _peak_bytes(pick):
+    tracemalloc.start()
+    try:
+        pick(0)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def rows_table(name, X_tr, y_tr, X_te, y_te, seeds):
     """One row per method and budget: mean and std of the test accuracy."""
     out = []
@@ -69,25 +143,12 @@ def rows_table(name, X_tr, y_tr, X_te, y_te, seeds):
     )
     for f in BUDGETS:
         K = max(1, round(f * n))
-        methods = {
-            "MaxVolSampler": lambda s, K=K: MaxVolSampler(K).fit(X_tr).sample_indices_,
-            "MaxVolSampler (stratified)": lambda s, K=K: (
-                MaxVolSampler(K, stratify=True).fit(X_tr, y_tr).sample_indices_
-            ),
-            "random rows": lambda s, K=K: np.random.default_rng(s).choice(
-                n, K, replace=False
-            ),
-            "random rows (stratified)": lambda s, K=K: _stratified_random(
-                y_tr, K, np.random.default_rng(s)
-            ),
-            "k-means++ seeds": lambda s, K=K: kmeans_plusplus(X_tr, K, random_state=s)[
-                1
-            ],
-        }
-        for method, pick in methods.items():
-            # Random rows over all seeds; MaxVol (random Fourier features) and
-            # k-means++ are seeded too, over 5 seeds.
+        for method, pick in _methods(X_tr, y_tr, K).items():
+            # Random rows over all seeds; the seeded selectors over 5 seeds;
+            # facility location is deterministic.
             runs = seeds if method.startswith("random") else 5
+            runs = 1 if method.startswith("facility") else runs
+            pick(0)  # once before timing: imports, JIT compilation
             start = time.perf_counter()
             accs = []
             for s in range(runs):
@@ -101,9 +162,14 @@ def rows_table(name, X_tr, y_tr, X_te, y_te, seeds):
                 "std": float(np.std(accs)),
                 "runs": runs,
                 "seconds": (time.perf_counter() - start) / runs,
+                "peak_mb": _peak_bytes(pick) / 2**20,
             }
             out.append(row)
-            print(f"{name:14s} {f:5.0%} {method:28s} {_pm(row)}", flush=True)
+            print(
+                f"{name:14s} {f:5.0%} {method:32s} {_pm(row)} {row['seconds']:7.2f} s "
+                f"{row['peak_mb']:8.1f} MB",
+                flush=True,
+            )
     return out
 
 
@@ -174,16 +240,23 @@ def markdown(results):
     lines = [
         f"Measured {results['date']}; logistic regression (max_iter=3000); random "
         f"rows over {results['seeds']} seeds, MaxVolSampler (random Fourier "
-        "features) and k-means++ over 5 seeds; the column selectors are "
-        "deterministic, random columns over the same seeds.",
+        "features), k-means++ and k-center greedy over 5 seeds, facility location "
+        "(apricot, deterministic) once; time per selection and peak memory of one "
+        "(tracemalloc); the column selectors are deterministic, random columns over "
+        "the same seeds.",
         "",
-        "| data | budget | method | test accuracy (mean +- std) |",
-        "|---|---|---|---|",
+        "| data | budget | method | test accuracy (mean +- std) | s | peak MB |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
+        extra = (
+            f"| {r['seconds']:.2f} | {r['peak_mb']:.1f} |"
+            if "seconds" in r
+            else "| | |"
+        )
         lines.append(
             f"| {r['data']} | {r['budget']:.0%} | {r['method']} "
-            f"| {100 * r['mean']:.2f} +- {100 * r['std']:.2f} |"
+            f"| {100 * r['mean']:.2f} +- {100 * r['std']:.2f} {extra}"
         )
     lines += [
         "",

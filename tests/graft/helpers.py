@@ -32,3 +32,25 @@ def record_round(record, epoch, generator):
         raise AssertionError("a round from the record loaded data")
 
     return Round(epoch, record, generator, model=None, batches=no_data)
+
+
+class EveryOther:
+    """A record selector of the samples 0, 2, 4, ... with one weight for all."""
+
+    fraction = 0.5
+    reads = "record"
+    wants_embeddings = False
+    layer = None
+    rounds_every_epoch = False
+
+    def __init__(self, weight=1.0):
+        self.weight = weight
+
+    def select_round(self, round):
+        import torch
+
+        from graft.selection import RoundSelection
+
+        n = round.record.n_samples
+        chosen = torch.arange(0, n, 2)
+        return RoundSelection(chosen, torch.full((len(chosen),), self.weight), [1])

@@ -16,7 +16,7 @@ from transformers import (  # noqa: E402
 
 from graft import Graft, RandomSelector  # noqa: E402
 from graft.hf import GraftTrainer  # noqa: E402
-from graft.selection import RoundSelection  # noqa: E402
+from tests.graft.helpers import EveryOther  # noqa: E402
 
 
 def _model():
@@ -38,20 +38,6 @@ def _args(tmp_path, epochs=2):
     return TrainingArguments(str(tmp_path), num_train_epochs=epochs, report_to=[],
                              per_device_train_batch_size=8, use_cpu=True,
                              save_strategy="no", disable_tqdm=True, seed=3)  # fmt: skip
-
-
-class Doubled:
-    """Every other sample, weight 2: the loss must be twice the mean loss."""
-
-    fraction = 0.5
-    reads = "record"
-    wants_embeddings = False
-    layer = None
-    rounds_every_epoch = False
-
-    def select_round(self, round):
-        n = round.record.n_samples
-        return RoundSelection(torch.arange(0, n, 2), torch.full((n // 2,), 2.0), [1])
 
 
 def test_the_trainer_trains_on_each_epochs_selection(tmp_path):
@@ -93,8 +79,9 @@ def test_the_loss_is_the_weighted_mean_of_the_per_sample_losses(tmp_path):
             return loss
 
     model = _model().eval()  # no dropout: the two forward passes agree
+    doubled = EveryOther(weight=2.0)  # the loss must be twice the mean loss
     trainer = Recording(model=model, args=_args(tmp_path, epochs=1),
-                        train_dataset=_rows(), selector=Doubled())  # fmt: skip
+                        train_dataset=_rows(), selector=doubled)  # fmt: skip
     trainer.model.config.hidden_dropout_prob = 0.0
     for module in trainer.model.modules():
         if isinstance(module, torch.nn.Dropout):

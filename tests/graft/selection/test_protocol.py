@@ -15,12 +15,12 @@ from graft import (  # noqa: E402
 from graft.selection import (  # noqa: E402
     BatchSelector,
     Round,
-    RoundSelection,
     Selection,
     Selector,
     batchwise_round,
     check_selector,
 )
+from tests.graft.helpers import EveryOther  # noqa: E402
 
 BUILT_IN = [
     RandomSelector(0.3),
@@ -83,17 +83,10 @@ def test_a_custom_per_batch_selector_trains_on_its_picks():
 
 
 def test_a_custom_record_selector_reads_no_data():
-    class Evens:
-        fraction = 0.5
-        reads = "record"
-        wants_embeddings = False
-        layer = None
-        rounds_every_epoch = False
-
+    class Evens(EveryOther):
         def select_round(self, round):
             assert round.epoch == 0 and round.record.loss is None
-            n = round.record.n_samples
-            return RoundSelection(torch.arange(0, n, 2), torch.ones(n // 2), [n // 2])
+            return super().select_round(round)
 
     graft = Graft(torch.nn.Linear(4, 3), _data(), selector=Evens())
     graft.set_epoch(0)
