@@ -340,8 +340,8 @@ class MaxVolSampler(BaseEstimator):
         -------
         self : MaxVolSampler
         """
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
-        xp = get_backend(X).xp
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), accept_sparse="csr")
+        xp = get_backend(np.zeros(0) if _is_sparse(X) else X).xp
         n = X.shape[0]
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
@@ -354,6 +354,8 @@ class MaxVolSampler(BaseEstimator):
                 picked.append(rows[sel])
                 weights.append(w)
                 gains.append(g)
+        if _is_sparse(X):  # the fitted arrays are NumPy's
+            X = np.zeros((0, X.shape[1]), dtype=X.dtype)
         self.pick_order_ = _like(np.concatenate(picked), X, xp.int64)
         self.gains_ = _like(np.concatenate(gains), X, X.dtype)
         order = np.argsort(np.concatenate(picked), kind="stable")
@@ -395,14 +397,7 @@ class MaxVolSampler(BaseEstimator):
 
     def _select_group(self, X, k, rng):
         """``k`` rows of ``X`` (local indices) and their coverage weights."""
-        backend = get_backend(X)
-        xp = backend.xp
-        X, _ = rescaled(X, backend)  # the selection does not depend on the scale
-        F = X if self.features == "raw" else X - xp.mean(X, axis=0)
-        rank = None
-        if self.features == "lowrank":
-            rank = self.rank or min(k, X.shape[1])
-        Z = principal_coordinates(F, rank, rng)
+        F, Z = self._coordinates(X, k, rng)
         if Z.shape[1] == 0:  # constant rows: any selection is as good
             return np.arange(k), np.full(k, X.shape[0] / k), np.zeros(k)
         kind = self.features
@@ -430,6 +425,25 @@ class MaxVolSampler(BaseEstimator):
         coverage = _coverage(result, X.shape[0]) if self.weighting else None
         return sel, coverage, _gains(measured, sel)
 
+    def _coordinates(self, X, k, rng):
+        """``(F, Z)``: the rows as MaxVol sees them, and their principal coordinates.
+
+        For scipy.sparse ``X`` both are the top ``k + 10`` principal coordinates
+        (``scipy.sparse.linalg.svds``, ``X`` never densified), so the kernel
+        features are those of the coordinates; ``lowrank`` takes ``rank``.
+        """
+        rank = None
+        if self.features == "lowrank":
+            rank = self.rank or min(k, X.shape[1])
+        if _is_sparse(X):
+            U, s, _, _ = _sparse_svd(X, rank or k + 10, center=self.features != "raw")
+            Z = U * s
+            return Z, Z
+        backend = get_backend(X)
+        X, _ = rescaled(X, backend)  # the selection does not depend on the scale
+        F = X if self.features == "raw" else X - backend.xp.mean(X, axis=0)
+        return F, principal_coordinates(F, rank, rng)
+
     def fit_resample(self, X, y=None):
         """Fit, then return the selected rows of ``X`` (and of ``y`` if given).
 
@@ -455,6 +469,7 @@ class MaxVolSampler(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -718,7 +733,12 @@ class SubsetFitEstimator(MetaEstimatorMixin, BaseEstimator):
         tags.regressor_tags = inner.regressor_tags
         tags.transformer_tags = inner.transformer_tags
         tags.target_tags.required = inner.target_tags.required
-        tags.input_tags.sparse = False
+        # Sparse X works when both the selector and the estimator take it.
+        try:
+            selector_sparse = get_tags(self.selector).input_tags.sparse
+        except AttributeError:  # a selector without scikit-learn tags
+            selector_sparse = False
+        tags.input_tags.sparse = inner.input_tags.sparse and selector_sparse
         return tags
 
 
@@ -865,16 +885,15 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         return tags
 
 
-def _sparse_loadings(X, k, extra=10):
-    """Loadings ``V S`` of the centred sparse ``X`` (top ``k + extra``), and ``e``.
+def _sparse_svd(X, rank, center=True):
+    """Top ``rank`` singular triplets of the (centred) sparse ``X``, and ``e``.
 
     ``X`` is first multiplied by ``2^-e`` when it is far from 1 (as
-    :func:`rescaled` does for dense input).
-
-    ``scipy.sparse.linalg.svds`` of the operator ``X - 1 mu^T`` (never formed,
-    so ``X`` stays sparse); directions below ``sqrt(eps)`` of the largest are
-    dropped, as for dense input. Equal to the dense loadings when the rank of
-    the centred ``X`` is at most ``k + extra``.
+    :func:`rescaled` does for dense input). ``scipy.sparse.linalg.svds`` of
+    the operator ``X - 1 mu^T`` (never formed, so ``X`` stays sparse);
+    directions below ``sqrt(eps)`` of the largest are dropped, as for dense
+    input. Equal to the dense factors when the rank of the centred ``X`` is at
+    most ``rank``. Returns ``(U, s, Vt, e)``, largest first.
     """
     from scipy.sparse.linalg import LinearOperator, svds
 
@@ -882,22 +901,28 @@ def _sparse_loadings(X, k, extra=10):
     peak = np.array([[float(abs(X).max())]])  # the power of two rescaled would use
     e = rescaled(peak, get_backend(peak))[1]
     X = X * 2.0**-e if e else X  # exact, as for dense input
-    mu = np.asarray(X.mean(axis=0)).ravel()
-    centred = LinearOperator(
-        (n, d),
-        matvec=lambda v: X @ v - mu @ v,
-        rmatvec=lambda u: X.T @ u - mu * u.sum(),
-        dtype=np.float64,
-    )
-    rank = min(k + extra, min(n, d) - 1)
+    mu = np.asarray(X.mean(axis=0)).ravel() if center else np.zeros(d)
+    rank = min(rank, min(n, d) - 1)
     if rank < 1:  # a single row or column: nothing to truncate
-        return principal_coordinates((X.toarray() - mu).T, None, None), e
-    _, s, Vt = svds(centred, k=rank, random_state=0)
-    order = np.argsort(s)[::-1]
-    s, Vt = s[order], Vt[order]
-    floor = np.sqrt(np.finfo(np.float64).eps) * s[0] if s.size else 0.0
-    keep = s > floor
-    return Vt[keep].T * s[keep], e
+        U, s, Vt = np.linalg.svd(X.toarray() - mu, full_matrices=False)
+    else:
+        centred = LinearOperator(
+            (n, d),
+            matvec=lambda v: X @ v.ravel() - mu @ v.ravel(),  # v may be (d, 1)
+            rmatvec=lambda u: X.T @ u.ravel() - mu * u.sum(),
+            dtype=np.float64,
+        )
+        U, s, Vt = svds(centred, k=rank, random_state=0)
+        order = np.argsort(s)[::-1]
+        U, s, Vt = U[:, order], s[order], Vt[order]
+    keep = s > (np.sqrt(np.finfo(np.float64).eps) * s[0] if s.size else 0.0)
+    return U[:, keep], s[keep], Vt[keep], e
+
+
+def _sparse_loadings(X, k, extra=10):
+    """Loadings ``V S`` of the centred sparse ``X``, top ``k + extra``; and ``e``."""
+    _, s, Vt, e = _sparse_svd(X, k + extra)
+    return Vt.T * s, e
 
 
 def _check_components(n_components, X):

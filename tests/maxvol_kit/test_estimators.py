@@ -49,11 +49,13 @@ ESTIMATORS = [
     FrequentDirections(sketch_size=4, center=True),
 ]
 
+_REPEATS = (
+    "the selection depends on which rows are present: MaxVol never selects two "
+    "copies of a row, so repeating rows is not the same as weighting them"
+)
 EXPECTED_FAILURES = {
-    "check_sample_weight_equivalence_on_dense_data": (
-        "the selection depends on which rows are present: MaxVol never selects two "
-        "copies of a row, so repeating rows is not the same as weighting them"
-    ),
+    "check_sample_weight_equivalence_on_dense_data": _REPEATS,
+    "check_sample_weight_equivalence_on_sparse_data": _REPEATS,
 }
 
 
@@ -598,3 +600,20 @@ def test_frequent_directions_on_sparse_input_equals_the_dense_result(center):
     np.testing.assert_allclose(
         np.abs(sparse.transform(X)), np.abs(dense.transform(X.toarray())), atol=1e-10
     )
+
+
+def test_sampler_on_sparse_input_equals_the_dense_result():
+    X = _sparse_low_rank()  # rank 8 <= k + 10: the sparse SVD is exact
+    y = np.arange(X.shape[0]) % 3
+    for options in (
+        {"features": "centered", "typicality": 0.0},
+        {"features": "centered"},
+    ):
+        sparse = MaxVolSampler(6, random_state=0, **options).fit(X, y)
+        dense = MaxVolSampler(6, random_state=0, **options).fit(X.toarray(), y)
+        np.testing.assert_array_equal(sparse.sample_indices_, dense.sample_indices_)
+    # Kernel features of the coordinates: other random draws, but a valid selection.
+    rows = MaxVolSampler(12, random_state=0).fit(X, y).sample_indices_
+    assert len(set(rows.tolist())) == 12 and np.bincount(y[rows]).tolist() == [4, 4, 4]
+    X_small = MaxVolSampler(6, random_state=0).fit_resample(X)
+    assert hasattr(X_small, "tocsr") and X_small.shape == (6, X.shape[1])
