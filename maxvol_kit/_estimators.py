@@ -64,6 +64,7 @@ from maxvol_kit._sklearn_compat import (
     type_of_target,
     validate_data,
 )
+from maxvol_kit._validation import is_sparse as _is_sparse
 from maxvol_kit._validation import rescaled, unmasked
 
 __all__ = [
@@ -90,11 +91,6 @@ def _plain(X):
     return X
 
 
-def _is_sparse(X):
-    """A scipy.sparse matrix or array (checked without importing scipy.sparse)."""
-    return hasattr(X, "tocsr") and hasattr(X, "toarray")
-
-
 def _dense_blocks(X, rows):
     """The rows of a sparse ``X`` as dense arrays of at most ``rows`` rows."""
     step = max(rows, 1)
@@ -115,9 +111,16 @@ def _take_rows(X, rows):
 
 
 def _like(values, X, dtype=None):
-    """Host ``values`` as an array of ``X``'s namespace and device."""
+    """Host ``values`` as an array of ``X``'s namespace and device (sparse: NumPy)."""
+    if _is_sparse(X):
+        return np.asarray(values, dtype=dtype)
     backend = get_backend(X)
     return backend.asarray(np.asarray(values), dtype=dtype)
+
+
+def _namespace(X):
+    """The namespace of the arrays fitted on ``X`` (NumPy for scipy.sparse)."""
+    return np if _is_sparse(X) else get_backend(X).xp
 
 
 def _float_dtypes(X):
@@ -341,7 +344,7 @@ class MaxVolSampler(BaseEstimator):
         self : MaxVolSampler
         """
         X = validate_data(self, _plain(X), dtype=_float_dtypes(X), accept_sparse="csr")
-        xp = get_backend(np.zeros(0) if _is_sparse(X) else X).xp
+        xp = _namespace(X)
         n = X.shape[0]
         K = _count(self.n_samples, n, "n_samples")
         groups = self._groups(y, n)
@@ -354,8 +357,6 @@ class MaxVolSampler(BaseEstimator):
                 picked.append(rows[sel])
                 weights.append(w)
                 gains.append(g)
-        if _is_sparse(X):  # the fitted arrays are NumPy's
-            X = np.zeros((0, X.shape[1]), dtype=X.dtype)
         self.pick_order_ = _like(np.concatenate(picked), X, xp.int64)
         self.gains_ = _like(np.concatenate(gains), X, X.dtype)
         order = np.argsort(np.concatenate(picked), kind="stable")
@@ -823,12 +824,11 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         )
         if _is_sparse(X):
             Z, e = _sparse_loadings(X, k)
-            X = np.zeros((0, d), dtype=X.dtype)  # the fitted arrays' namespace
         else:
             X, e = rescaled(X, get_backend(X))  # the selection ignores the scale
             Xc = X - get_backend(X).xp.mean(X, axis=0)
             Z = principal_coordinates(Xc.T, None, None)  # rows: columns of X
-        xp = get_backend(X).xp
+        xp = _namespace(X)
         if Z.shape[1] == 0:
             sel, gains = np.arange(k), np.zeros(k)
         else:

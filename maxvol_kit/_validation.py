@@ -68,6 +68,11 @@ def _as_array(A, name):
     return A
 
 
+def is_sparse(A):
+    """A scipy.sparse matrix or array (checked without importing scipy.sparse)."""
+    return hasattr(A, "tocsr") and hasattr(A, "toarray")
+
+
 def _unwrap_container(A, name):
     """The plain dense array behind the containers users pass, or a clear error."""
     if isinstance(A, (str, bytes, os.PathLike)):
@@ -75,7 +80,7 @@ def _unwrap_container(A, name):
             f"{name} is a path ({os.fsdecode(A)!r}), not an array; load it first, "
             f"e.g. {name}=np.load(path) (tournament_maxvol reads .npy paths itself)."
         )
-    if hasattr(A, "tocsr") and hasattr(A, "toarray"):  # scipy.sparse, no import
+    if is_sparse(A):
         raise TypeError(
             f"{name} is a scipy.sparse {type(A).__name__} of shape {A.shape}; MaxVol "
             f"works on dense matrices: pass {name}.toarray() (or reduce it first, "

@@ -633,8 +633,9 @@ class Graft:
     def _round(self, selector, epoch):
         """What the round of ``epoch`` may read (see graft.selection.Round)."""
         # A round from the record is computed by every process: one shared stream.
-        stream = "record" if selector.reads == "record" else "select"
-        if stream == "select":
+        if selector.reads == "record":
+            stream = "record"
+        else:
             stream = select_stream(self.process_rank)
 
         def batches():  # the whole dataset in the round's order, this process's shard
