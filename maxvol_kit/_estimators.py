@@ -885,15 +885,16 @@ class MaxVolFeatureSelector(SelectorMixin, BaseEstimator):
         return tags
 
 
-def _sparse_svd(X, rank, center=True):
+def _sparse_svd(X, rank, center=True, drop=True):
     """Top ``rank`` singular triplets of the (centred) sparse ``X``, and ``e``.
 
     ``X`` is first multiplied by ``2^-e`` when it is far from 1 (as
     :func:`rescaled` does for dense input). ``scipy.sparse.linalg.svds`` of
     the operator ``X - 1 mu^T`` (never formed, so ``X`` stays sparse);
-    directions below ``sqrt(eps)`` of the largest are dropped, as for dense
-    input. Equal to the dense factors when the rank of the centred ``X`` is at
-    most ``rank``. Returns ``(U, s, Vt, e)``, largest first.
+    with ``drop``, directions below ``sqrt(eps)`` of the largest are dropped,
+    as for dense input. Equal to the dense factors when the rank of the
+    centred ``X`` is at most ``rank``. Returns ``(U, s, Vt, e)``, largest
+    first, the singular values those of ``2^-e X``.
     """
     from scipy.sparse.linalg import LinearOperator, svds
 
@@ -902,8 +903,7 @@ def _sparse_svd(X, rank, center=True):
     e = rescaled(peak, get_backend(peak))[1]
     X = X * 2.0**-e if e else X  # exact, as for dense input
     mu = np.asarray(X.mean(axis=0)).ravel() if center else np.zeros(d)
-    rank = min(rank, min(n, d) - 1)
-    if rank < 1:  # a single row or column: nothing to truncate
+    if rank >= min(n, d):  # svds needs k < min(n, d): the whole spectrum
         U, s, Vt = np.linalg.svd(X.toarray() - mu, full_matrices=False)
     else:
         centred = LinearOperator(
@@ -915,6 +915,8 @@ def _sparse_svd(X, rank, center=True):
         U, s, Vt = svds(centred, k=rank, random_state=0)
         order = np.argsort(s)[::-1]
         U, s, Vt = U[:, order], s[order], Vt[order]
+    if not drop:
+        return U[:, :rank], s[:rank], Vt[:rank], e
     keep = s > (np.sqrt(np.finfo(np.float64).eps) * s[0] if s.size else 0.0)
     return U[:, keep], s[keep], Vt[keep], e
 
@@ -942,7 +944,9 @@ class RandomizedLowRank(
     ``transform(X) = (X - mean_) @ components_.T``, with ``components_`` the
     top right singular vectors of the centred training data (Halko et al.
     2011). Works on NumPy and, under ``array_api_dispatch``, on torch and
-    CuPy arrays.
+    CuPy arrays. On scipy.sparse input the same factors come from
+    ``scipy.sparse.linalg.svds`` of the implicitly centred matrix (``X`` is
+    never densified) and ``transform`` returns a dense array.
 
     Parameters
     ----------
@@ -988,8 +992,14 @@ class RandomizedLowRank(
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the principal directions of ``X``; ``y`` is ignored."""
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X))
+        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), accept_sparse="csr")
         _check_components(self.n_components, X)
+        self._n_features_out = self.n_components
+        if _is_sparse(X):
+            _, s, Vt, e = _sparse_svd(X, self.n_components, drop=False)
+            self.mean_ = np.asarray(X.mean(axis=0)).ravel()
+            self.components_, self.singular_values_ = Vt, s * 2.0**e
+            return self
         xp = get_backend(X).xp
         self.mean_ = xp.mean(X, axis=0)
         _, s, Vt = randomized_svd(
@@ -1001,19 +1011,23 @@ class RandomizedLowRank(
         )
         self.components_ = Vt
         self.singular_values_ = s
-        self._n_features_out = self.n_components
         return self
 
     def transform(self, X):
         """Principal coordinates of ``X``, shape (n_samples, n_components)."""
         check_is_fitted(self)
         check_same_namespace(X, self, attribute="components_", method="transform")
-        X = validate_data(self, _plain(X), dtype=_float_dtypes(X), reset=False)
+        X = validate_data(
+            self, _plain(X), dtype=_float_dtypes(X), reset=False, accept_sparse="csr"
+        )
+        if _is_sparse(X):  # X @ C^T - mu @ C^T: X is never centred in place
+            return X @ self.components_.T - self.mean_ @ self.components_.T
         return (X - self.mean_) @ self.components_.T
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.array_api_support = True
+        tags.input_tags.sparse = True
         return tags
 
 

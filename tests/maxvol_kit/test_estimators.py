@@ -602,6 +602,23 @@ def test_frequent_directions_on_sparse_input_equals_the_dense_result(center):
     )
 
 
+@pytest.mark.parametrize("n_components", [5, 60])  # 60 = n_features: every direction
+def test_randomized_low_rank_on_sparse_input_equals_the_exact_svd(n_components):
+    sp = pytest.importorskip("scipy.sparse")
+    X = sp.random(300, 60, density=0.1, random_state=1, format="csr") * 1e6
+    est = RandomizedLowRank(n_components).fit(X)
+    D = X.toarray()
+    _, s, Vt = np.linalg.svd(D - D.mean(axis=0), full_matrices=False)  # the oracle
+    k = n_components
+    np.testing.assert_allclose(est.singular_values_, s[:k], rtol=1e-9, atol=1e-9 * s[0])
+    np.testing.assert_allclose(est.mean_, D.mean(axis=0))
+    top = slice(0, min(k, 20))  # the tail of a flat spectrum has near-ties
+    np.testing.assert_allclose(np.abs(est.components_[top]), np.abs(Vt[top]), atol=1e-8)
+    out = est.transform(X)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, (D - D.mean(axis=0)) @ est.components_.T, atol=1e-6)
+
+
 def test_sampler_on_sparse_input_equals_the_dense_result():
     X = _sparse_low_rank()  # rank 8 <= k + 10: the sparse SVD is exact
     y = np.arange(X.shape[0]) % 3
