@@ -369,15 +369,16 @@ _LABEL_COLUMNS = ("label", "labels", "y", "target", "class")
 
 
 def load_file(path, *, test_size=0.2, seed=0):
-    r"""Features and class labels from a ``.npz`` or ``.csv`` file, split in two.
+    r"""Features and class labels from a ``.npz``, ``.csv`` or ``.npy`` pair, split.
 
     Parameters
     ----------
-    path : path-like
+    path : path-like or (path-like, path-like)
         ``.npz`` with arrays ``X`` (n, ...) and ``y`` (n,), and optionally
         ``X_test`` and ``y_test``; or ``.csv`` with a header row, numeric
         feature columns and a label column (named ``label``, ``y``,
-        ``target`` or ``class``; else the last column).
+        ``target`` or ``class``; else the last column); or a pair of ``.npy``
+        files, features then labels.
     test_size : float, default=0.2
         The stratified test share, when the file holds no test arrays.
     seed : int, default=0
@@ -403,23 +404,9 @@ def load_file(path, *, test_size=0.2, seed=0):
     """
     from sklearn.model_selection import train_test_split
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file; pass a .npz or .csv file.")
-    if path.suffix == ".npz":
-        arrays = np.load(path, allow_pickle=False)
-        missing = [k for k in ("X", "y") if k not in arrays]
-        if missing:
-            raise ValueError(
-                f"{path} holds {sorted(arrays)} but lacks {missing}; save it with "
-                "np.savez(path, X=features, y=labels)."
-            )
-        X, y = arrays["X"], arrays["y"]
-        test = (arrays["X_test"], arrays["y_test"]) if "X_test" in arrays else None
-    elif path.suffix == ".csv":
-        X, y, test = *_read_csv(path), None
-    else:
-        raise ValueError(f"{path}: the file must be .npz or .csv, not {path.suffix!r}.")
+    X, y, test = _read_arrays(path)
+    if isinstance(path, (tuple, list)):
+        path = " + ".join(map(str, path))  # for the messages below
     if len(X) != len(y) or len(y) < 2:
         raise ValueError(
             f"{path}: {len(X)} rows of features and {len(y)} labels; they must match "
@@ -439,6 +426,49 @@ def load_file(path, *, test_size=0.2, seed=0):
         )
     y_test = np.array([encode[c] for c in test[1].tolist()], dtype=np.int64)
     return X, np.asarray(test[0], dtype=np.float32), y, y_test
+
+
+def _read_arrays(path):
+    """``(X, y, test or None)`` of a ``.npz`` / ``.csv`` file or ``.npy`` pair."""
+    if isinstance(path, (tuple, list)):
+        return *_read_npy_pair(path), None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file; pass a .npz or .csv file or a .npy pair."
+        )
+    if path.suffix == ".npz":
+        arrays = np.load(path, allow_pickle=False)
+        missing = [k for k in ("X", "y") if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"{path} holds {sorted(arrays)} but lacks {missing}; save it with "
+                "np.savez(path, X=features, y=labels)."
+            )
+        test = (arrays["X_test"], arrays["y_test"]) if "X_test" in arrays else None
+        return arrays["X"], arrays["y"], test
+    if path.suffix == ".csv":
+        return *_read_csv(path), None
+    raise ValueError(
+        f"{path}: the file must be .npz or .csv (or a .npy pair), not {path.suffix!r}."
+    )
+
+
+def _read_npy_pair(paths):
+    """Features and labels from two ``.npy`` files."""
+    if len(paths) != 2:
+        raise ValueError(
+            f"a .npy pair is two files, features then labels; got {len(paths)}: "
+            f"{[str(p) for p in paths]}."
+        )
+    arrays = []
+    for p in map(Path, paths):
+        if p.suffix != ".npy" or not p.is_file():
+            raise FileNotFoundError(
+                f"{p}: not a .npy file; save each array with np.save(path, array)."
+            )
+        arrays.append(np.load(p, allow_pickle=False))
+    return tuple(arrays)
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -535,14 +565,16 @@ def _read_csv(path):
 
 def _arrays(name, data_dir, data, seed):
     """The dataset's name and ``(X_train, X_test, y_train, y_test)`` arrays."""
-    if data is not None and Path(data).is_dir():
+    pair = isinstance(data, (tuple, list))
+    if data is not None and not pair and Path(data).is_dir():
         X_tr, X_te, y_tr, y_te, _ = load_image_folder(data, seed=seed)
         return Path(data).name, (X_tr, X_te, y_tr, y_te)
     if data is not None:
         X_tr, X_te, y_tr, y_te = load_file(data, seed=seed)
         mean, std = X_tr.mean(axis=0), X_tr.std(axis=0)
         std[std == 0] = 1.0
-        return Path(data).name, ((X_tr - mean) / std, (X_te - mean) / std, y_tr, y_te)
+        name = Path(data[0] if pair else data).name
+        return name, ((X_tr - mean) / std, (X_te - mean) / std, y_tr, y_te)
     if name == "auto":
         try:
             _idx_paths(data_dir, "test")
@@ -582,11 +614,11 @@ def load_dataset(
         ``auto``: Fashion-MNIST if its files are found, else digits.
     data_dir : path-like, optional
         Folder of the IDX files (Fashion-MNIST or MNIST).
-    data : path-like, optional
-        A ``.npz`` or ``.csv`` file of features and labels instead
-        (:func:`load_file`); the features are standardised with the training
-        set's mean and standard deviation. A folder: images in class
-        sub-folders (:func:`load_image_folder`), values in [0, 1].
+    data : path-like or (path-like, path-like), optional
+        A ``.npz`` or ``.csv`` file or a ``.npy`` pair of features and
+        labels instead (:func:`load_file`); the features are standardised
+        with the training set's mean and standard deviation. A folder: images
+        in class sub-folders (:func:`load_image_folder`), values in [0, 1].
     train_size : int, optional
         Keep a random subset of this many training samples.
     seed : int

@@ -31,8 +31,10 @@ _RUN_FLAGS = (
         "mnist"], "help": "auto: Fashion-MNIST if its files are found, else digits"}),
     ("--data-dir", {"default": None, "help": "folder of the IDX files"}),
     ("--data", {"default": None, "help": "your own data instead: a .npz (X, y[, "
-        "X_test, y_test]) or .csv (a label column) file, features standardised; or "
-        "a folder of class sub-folders of images"}),
+        "X_test, y_test]) or .csv (a label column) file, or X.npy,y.npy; features "
+        "standardised"}),
+    ("--image-folder", {"default": None, "help": "your own images instead: a "
+        "folder of class sub-folders (Pillow reads them, values in [0, 1])"}),
     ("--model", {"default": "mlp", "help": "mlp: 256-128 hidden units; cnn: two "
         "conv layers; or module:factory, factory(in_shape, n_classes) -> nn.Module "
         "(module importable, or a .py path)"}),
@@ -309,7 +311,7 @@ def _load(args, regime):
     return load_dataset(
         args.dataset,
         data_dir=args.data_dir,
-        data=args.data,
+        data=args.image_folder or _data_paths(args.data),
         train_size=args.train_size,
         **regime,
     )
@@ -398,7 +400,7 @@ def _check_args(args):
         if not 0 <= value < 1:
             _fail(f"{flag} ({value}) must be in [0, 1); e.g. 0.3.")
     if args.imbalance is None:  # the main job's long tail on the bundled sets
-        args.imbalance = 1.0 if args.data else 10.0
+        args.imbalance = 1.0 if args.data or args.image_folder else 10.0
     if not args.imbalance >= 1:
         _fail(f"--imbalance ({args.imbalance}) must be >= 1 (1: balanced); e.g. 10.")
     for flag, value, low, example in (
@@ -434,8 +436,8 @@ def _check_args(args):
         _fail("--out is empty; pass the folder for the report, e.g. --out runs/a.")
     _check_device(args.device)
     _model_factory(args.model)  # importable and callable, before any loading
-    if args.data is not None:
-        _check_data_file(args)
+    if args.data is not None or args.image_folder is not None:
+        _check_own_data(args)
     else:
         _check_data_dir(args)
 
@@ -451,17 +453,37 @@ def _check_device(device):
         _fail(f"--device ({device}) needs CUDA, which this machine lacks; use cpu.")
 
 
-def _check_data_file(args):
-    """``--data`` names a .npz / .csv file or an image folder, and nothing else."""
-    path = Path(args.data)
+def _data_paths(data):
+    """``--data``: one path, or the two paths of ``X.npy,y.npy``."""
+    if data is None or "," not in data:
+        return data
+    return tuple(part.strip() for part in data.split(","))
+
+
+def _check_own_data(args):
+    """``--data`` / ``--image-folder``: one of them, naming what exists."""
     if args.data_dir is not None or args.dataset != "auto":
-        _fail("--data replaces --dataset and --data-dir; pass only one of them.")
-    if path.is_dir():
-        return  # a folder of class sub-folders of images (checked as it loads)
-    if path.suffix not in (".npz", ".csv"):
-        _fail(f"--data ({args.data}) must be a .npz or .csv file or an image folder.")
-    if not path.is_file():
-        _fail(f"--data ({args.data}) is not a file; check the path.")
+        _fail(
+            "--data and --image-folder replace --dataset and --data-dir; pass only "
+            "one of them."
+        )
+    if args.image_folder is not None:
+        if args.data is not None:
+            _fail("--data and --image-folder both name the data; pass only one.")
+        if not Path(args.image_folder).is_dir():
+            _fail(f"--image-folder ({args.image_folder}) is not a folder; check it.")
+        return  # its class sub-folders and images are checked as it loads
+    paths = _data_paths(args.data)
+    if Path(args.data).is_dir():
+        _fail(f"--data ({args.data}) is a folder; pass images as --image-folder.")
+    pair = isinstance(paths, tuple)
+    if pair and (len(paths) != 2 or any(Path(p).suffix != ".npy" for p in paths)):
+        _fail(f"--data ({args.data}) must be two .npy files: X.npy,y.npy.")
+    if not pair and Path(paths).suffix not in (".npz", ".csv"):
+        _fail(f"--data ({args.data}) must be a .npz or .csv file or X.npy,y.npy.")
+    for p in paths if pair else (paths,):
+        if not Path(p).is_file():
+            _fail(f"--data: {p} is not a file; check the path.")
     if args.model == "cnn":
         _fail("--model cnn needs images; --data files hold feature rows: use mlp.")
 

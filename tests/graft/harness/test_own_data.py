@@ -65,12 +65,39 @@ def test_a_file_that_cannot_be_read_is_named(tmp_path):
     for argv, message in (
         (["--data", str(tmp_path / "none.npz")], "is not a file"),
         (["--data", str(tmp_path / "bad.txt")], "must be a .npz or .csv"),
+        (["--data", f"{tmp_path / 'a.npy'},{tmp_path / 'b.txt'}"], "two .npy files"),
+        (["--data", f"{tmp_path / 'a.npy'},{tmp_path / 'b.npy'}"], "is not a file"),
+        (["--data", str(tmp_path)], "pass images as --image-folder"),
+        (["--image-folder", str(tmp_path / "bad.npz")], "is not a folder"),
+        (["--image-folder", str(tmp_path), "--data", "x.npz"], "pass only one"),
         (["--data", str(tmp_path / "bad.npz"), "--model", "cnn"], "needs images"),
-        (["--data", str(tmp_path / "bad.npz"), "--dataset", "digits"], "replaces"),
+        (
+            ["--data", str(tmp_path / "bad.npz"), "--dataset", "digits"],
+            "replace --dataset",
+        ),
         (["--device", "warp"], r"--device \('warp'\) is not a torch device"),
     ):
         with pytest.raises(SystemExit, match=message):
             main(["run", *argv, "--out", str(tmp_path / "out")])
+
+
+def test_graft_run_on_a_pair_of_npy_files(tmp_path):
+    X, y = _blobs()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    X_tr, _, _, y_te = load_file((tmp_path / "X.npy", tmp_path / "y.npy"))
+    assert X_tr.shape == (192, 5) and np.bincount(y_te).tolist() == [16, 16, 16]
+    rows = {tuple(r) for r in np.round(X, 4).astype(np.float32).tolist()}
+    assert all(tuple(r) in rows for r in np.round(X_tr, 4).tolist())  # rows kept
+    out = tmp_path / "run"
+    data = f"{tmp_path / 'X.npy'},{tmp_path / 'y.npy'}"
+    main(["run", "--data", data, "--out", str(out), *QUICK])
+    report = _report(out)
+    assert report["config"]["dataset"] == "X.npy"
+    full = next(r for r in report["runs"] if r["selector"] == "full")
+    assert full["test_accuracy"] > 0.6
+    with pytest.raises(ValueError, match=r"a \.npy pair is two files"):
+        load_file((tmp_path / "X.npy",))
 
 
 def test_a_toml_config_sets_flags_and_the_command_line_wins(tmp_path):
@@ -148,7 +175,7 @@ def test_graft_run_on_an_image_folder_with_a_model_of_your_own(tmp_path):
         "    return nn.Sequential(nn.Flatten(), nn.Linear(64, n_classes))\n"
     )
     out = tmp_path / "run"
-    main(["run", "--data", str(tmp_path / "images"), "--model",
+    main(["run", "--image-folder", str(tmp_path / "images"), "--model",
           f"{tmp_path / 'mymodel.py'}:build", "--out", str(out), *QUICK])  # fmt: skip
     report = _report(out)
     assert report["config"]["dataset"] == "images"
