@@ -1,23 +1,27 @@
-"""Channel pruning without fine-tuning: MaxVol against magnitude and random channels.
+"""Pruning a ResNet and a CNN: MaxVol + fold against torch-pruning's importances.
 
-Trains the small CNN of ``graft.harness._models`` (``make_model("cnn", ...)``) on
-Fashion-MNIST (scikit-learn's digits if the IDX files are absent) with the
-project's loader and training loop, then removes 50% and 75% of the channels
-of both convolutions (conv1 -> ReLU -> MaxPool -> conv2, and conv2 -> ReLU ->
-AdaptiveAvgPool -> Flatten -> Linear) with ``graft.prune_model``, with no
-fine-tuning. Each pair's activations are collected at the input of its next
-layer (post-ReLU, post-pooling) on ``--calib`` training images.
+Trains two models on Fashion-MNIST (scikit-learn's digits if the IDX files are
+absent) with the project's loader and training loop, ``--seeds`` times each
+(the seed sets the initialisation, the training order and the calibration
+images): the small CNN of ``graft.harness.make_model("cnn", ...)`` and a small
+ResNet built here (a stem, three basic blocks of 16, 32 and 64 channels with
+BatchNorm and skip connections, the last two strided with 1x1 projections).
+Then removes 50 % and 75 % of the channels of every prunable group (the
+classifier's outputs stay) with:
 
-Methods: MaxVol channels with the interpolative fold (the default of
-``prune_channels``) and with the least-squares fold; the classic L1-norm
-magnitude pruning (keep the filters with the largest L1 norm, drop the rest);
-random channels (over ``--seeds`` draws); and, to separate what the selection
-adds from what the folding adds, MaxVol without folding and magnitude and
-random channels with the same least-squares folding.
+- ``graft.prune_model``: MaxVol channels with the interpolative and the
+  least-squares fold, and torch-pruning's group L1 magnitude with the
+  least-squares fold (the same fold, another choice of channels);
+- torch-pruning's ``MetaPruner`` (no fold, as its users run it) with the
+  ``MagnitudeImportance`` (L1), ``TaylorImportance`` (gradient of one batch
+  of ``--calib`` images) and ``HessianImportance`` (per-sample squared
+  gradients of 64 images) importances.
 
-Reports test accuracy, parameter count, and inference time (median of
-``--repeats`` forward passes over 1000 test images, threads pinned); writes
-``prune.json``, ``prune.png`` and the table in ``docs/pruning.md``.
+Each pruned model is evaluated as it is and after one epoch of fine-tuning
+(Adam 3e-4, the training set). Reports the test accuracy drop against the
+unpruned model of the same seed (mean +- sd over seeds), parameters and MACs
+(torch-pruning's counter, one image); writes ``prune.json``, ``prune.png`` and
+the table in ``docs/pruning.md``.
 
     OPENBLAS_NUM_THREADS=2 python benchmarks/prune_bench.py [--out docs/benchmarks]
 """
@@ -39,242 +43,296 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch_pruning as tp
 from _page import update_page
+from torch import nn
 
 from graft import Graft, prune_model, train_epoch
 from graft.harness import evaluate, load_dataset, make_model
 
 RATIOS = (0.5, 0.75)
-# conv1 (Sequential index 0) feeds conv2 (3) through ReLU and MaxPool; conv2
-# feeds the first Linear (7) through ReLU, AdaptiveAvgPool and Flatten.
-PAIRS = [("0", "3"), ("3", "7")]
-# (label, select, fold, seeded)
+# (label, how): "graft" rows run prune_model(select, fold); "tp" rows run
+# torch-pruning's MetaPruner with the named importance.
 METHODS = [
-    ("MaxVol + interpolative fold (default)", "maxvol", "interpolative", False),
-    ("MaxVol + least-squares fold", "maxvol", "lstsq", False),
-    ("MaxVol, no fold", "maxvol", "none", False),
-    ("L1 magnitude, no fold", "magnitude", "none", False),
-    ("L1 magnitude + least-squares fold", "magnitude", "lstsq", False),
-    ("random, no fold", "random", "none", True),
-    ("random + least-squares fold", "random", "lstsq", True),
+    ("MaxVol + interpolative fold", ("graft", "maxvol", "interpolative")),
+    ("MaxVol + least-squares fold", ("graft", "maxvol", "lstsq")),
+    ("L1 magnitude + least-squares fold", ("graft", "magnitude", "lstsq")),
+    ("torch-pruning L1 magnitude", ("tp", "magnitude")),
+    ("torch-pruning Taylor", ("tp", "taylor")),
+    ("torch-pruning Hessian", ("tp", "hessian")),
 ]
 
 
-def train(train_set, test_set, info, epochs, seed):
-    """The small CNN trained with the project's loop (all samples, Adam 1e-3)."""
-    torch.manual_seed(seed)
-    model = make_model("cnn", info["in_shape"], info["n_classes"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and the skip (a 1x1 conv-BN when the shape changes)."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.skip = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.skip = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(h)) + self.skip(x))
+
+
+class ResNet(nn.Module):
+    """stem 16 -> blocks 16, 32 (stride 2), 64 (stride 2) -> average pool -> fc."""
+
+    def __init__(self, in_channels, n_classes):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        )
+        self.blocks = nn.Sequential(
+            BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, n_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+def build(kind, info):
+    if kind == "resnet":
+        return ResNet(info["in_shape"][0], info["n_classes"])
+    return make_model("cnn", info["in_shape"], info["n_classes"])
+
+
+def fit(model, train_set, epochs, seed, lr):
+    """``epochs`` of Adam over all of ``train_set`` with the project's loop."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     graft = Graft(model, train_set, selector=None, batch_size=128, seed=seed)
     for epoch in range(epochs):
-        start = time.perf_counter()
-        loss = train_epoch(graft, optimizer, epoch)
-        print(
-            f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, test accuracy "
-            f"{100 * evaluate(model, test_set):.2f}% "
-            f"({time.perf_counter() - start:.1f} s)",
-            flush=True,
-        )
+        train_epoch(graft, optimizer, epoch)
+    graft.close()
     return model.eval()
 
 
-def inference_ms(model, x, repeats):
-    """Median wall time of a forward pass over ``x`` (ms), after one warm-up."""
-    times = []
+def _classifier(model):
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def _tp_prune(model, example, calib, labels, importance, ratio):
+    """torch-pruning's MetaPruner with one of its importances (no fold)."""
+    model = copy.deepcopy(model).eval()
+    imp = {
+        "magnitude": lambda: tp.importance.MagnitudeImportance(p=1),
+        "taylor": tp.importance.TaylorImportance,
+        "hessian": tp.importance.HessianImportance,
+    }[importance]()
+    loss = nn.functional.cross_entropy
+    if importance == "taylor":
+        model.zero_grad()
+        loss(model(calib), labels).backward()
+    elif importance == "hessian":
+        imp.zero_grad()
+        for x, y in zip(calib[:64], labels[:64], strict=True):
+            model.zero_grad()
+            loss(model(x[None]), y[None]).backward()
+            imp.accumulate_grad(model)
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=imp,
+        pruning_ratio=ratio,
+        ignored_layers=[_classifier(model)],
+    )
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model
+
+
+def _graft_prune(model, example, calib, select, fold, ratio):
+    pruned, _ = prune_model(model, example, calib, fraction=1 - ratio, select=select,
+                            fold=fold, ignored_layers=())  # fmt: skip
+    return pruned
+
+
+def _counts(model, example):
     with torch.no_grad():
-        model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+        macs, parameters = tp.utils.count_ops_and_params(model.eval(), example)
+    return int(macs), int(parameters)
 
 
-def _random_select(seed):
-    rng = np.random.default_rng(seed)
-    return lambda layer, keep: rng.choice(layer.out_channels, keep, replace=False)
-
-
-def prune_rows(model, calib, test_set, timing_x, seeds, repeats):
-    """One row per ratio and method: accuracy (mean, std), parameters, time."""
-    base_acc = evaluate(model, test_set)
-    base = {
-        "ratio": 0.0,
-        "method": "unpruned",
-        "accuracy_mean": 100 * base_acc,
-        "accuracy_std": 0.0,
-        "runs": 1,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "channels": [16, 32],
-        "inference_ms": inference_ms(model, timing_x, repeats),
-        "prune_s": 0.0,
-    }
-    rows = [base]
-    print(f"unpruned: {base['accuracy_mean']:.2f}%", flush=True)
+def seed_rows(kind, info, train_set, test_set, args, seed):
+    """Every (ratio, method) of one trained model: accuracy before and after."""
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = fit(build(kind, info), train_set, args.epochs, seed, lr=1e-3)
+    train_s = time.perf_counter() - start
+    base = 100 * evaluate(model, test_set)
+    order = torch.randperm(
+        len(train_set), generator=torch.Generator().manual_seed(seed)
+    )
+    X, y = train_set.tensors
+    calib, labels = X[order[: args.calib]], y[order[: args.calib]]
+    example = X[:1]
+    macs, parameters = _counts(model, example)
+    print(f"{kind} seed {seed}: {base:.2f}% after {train_s:.0f} s", flush=True)
+    rows = [{"model": kind, "seed": seed, "ratio": 0.0, "method": "unpruned",
+             "accuracy": base, "tuned": base, "macs": macs,
+             "parameters": parameters}]  # fmt: skip
     for ratio in RATIOS:
-        for label, select, fold, seeded in METHODS:
-            accs, prune_s = [], []
-            for seed in range(seeds if seeded else 1):
-                chosen = _random_select(seed) if select == "random" else select
-                start = time.perf_counter()
-                pruned, report = prune_model(
-                    model, PAIRS, calib, fraction=1 - ratio, select=chosen, fold=fold
-                )
-                prune_s.append(time.perf_counter() - start)
-                accs.append(100 * evaluate(pruned, test_set))
-            row = {
-                "ratio": ratio,
-                "method": label,
-                "accuracy_mean": statistics.mean(accs),
-                "accuracy_std": statistics.pstdev(accs),
-                "runs": len(accs),
-                "parameters": report["parameters_after"],
-                "channels": [p["channels_after"] for p in report["pairs"]],
-                "inference_ms": inference_ms(pruned, timing_x, repeats),
-                "prune_s": statistics.mean(prune_s),
-            }
-            rows.append(row)
-            print(
-                f"{ratio:.0%} {label:40s} {row['accuracy_mean']:.2f} +- "
-                f"{row['accuracy_std']:.2f}  params {row['parameters']}  "
-                f"{row['inference_ms']:.1f} ms",
-                flush=True,
-            )
+        for label, how in METHODS:
+            start = time.perf_counter()
+            if how[0] == "graft":
+                pruned = _graft_prune(model, example, calib, how[1], how[2], ratio)
+            else:
+                pruned = _tp_prune(model, example, calib, labels, how[1], ratio)
+            prune_s = time.perf_counter() - start
+            accuracy = 100 * evaluate(pruned, test_set)
+            macs, parameters = _counts(pruned, example)
+            tuned = 100 * evaluate(fit(pruned, train_set, 1, seed, lr=3e-4), test_set)
+            rows.append({"model": kind, "seed": seed, "ratio": ratio,
+                         "method": label, "accuracy": accuracy, "tuned": tuned,
+                         "macs": macs, "parameters": parameters,
+                         "prune_s": prune_s})  # fmt: skip
+            print(f"  {ratio:.0%} {label:36s} {accuracy:6.2f} -> {tuned:6.2f} "
+                  f"({prune_s:.1f} s)", flush=True)  # fmt: skip
     for row in rows:
-        row["accuracy_drop"] = base["accuracy_mean"] - row["accuracy_mean"]
-        row["time_vs_unpruned"] = row["inference_ms"] / base["inference_ms"]
+        row["drop"] = base - row["accuracy"]
+        row["tuned_drop"] = base - row["tuned"]
     return rows
 
 
-def markdown(meta, rows):
+def summary(rows):
+    """Mean +- sd over seeds per (model, ratio, method), in the table's order."""
+    keys = list(dict.fromkeys((r["model"], r["ratio"], r["method"]) for r in rows))
+    out = []
+    for key in keys:
+        group = [r for r in rows if (r["model"], r["ratio"], r["method"]) == key]
+        stats = {}
+        for name in ("accuracy", "drop", "tuned", "tuned_drop"):
+            values = [r[name] for r in group]
+            stats[name] = (statistics.mean(values), statistics.pstdev(values))
+        out.append({"model": key[0], "ratio": key[1], "method": key[2],
+                    "runs": len(group), "macs": group[0]["macs"],
+                    "parameters": group[0]["parameters"], **stats})  # fmt: skip
+    return out
+
+
+def _best(summaries, model, ratio, name):
+    cells = [s for s in summaries if s["model"] == model and s["ratio"] == ratio]
+    return min(s[name][0] for s in cells)
+
+
+def markdown(meta, summaries):
     lines = [
-        f"Measured {meta['date']} on {meta['machine']}: {meta['dataset']}, small CNN "
-        f"trained on {meta['train_size']} images for {meta['epochs']} epochs, "
-        f"activations from {meta['calib']} training images, no fine-tuning; random "
-        f"channels over {meta['seeds']} seeds; inference: median of "
-        f"{meta['repeats']} forward passes over 1000 test images, "
-        f"{meta['threads']} threads (load average {meta['load_average']:.2f} "
-        "when the run started).",
+        f"Measured {meta['date']} on {meta['machine']}: {meta['dataset']}, "
+        f"{meta['train_size']} training images, models trained {meta['epochs']} "
+        f"epochs, {meta['seeds']} seeds (initialisation, order, calibration "
+        f"images), activations and gradients from {meta['calib']} training "
+        "images; fine-tuning: one epoch, Adam 3e-4. Drops in points against the "
+        "unpruned model of the same seed; bold: the smallest drop of its column "
+        "and block.",
         "",
-        "| channels removed | conv channels kept | method | test accuracy % "
-        "| drop (points) | parameters | inference (ms) | time vs unpruned |",
+        "| model | removed | method | accuracy % | drop | drop after 1 epoch "
+        "| parameters | MMACs |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        kept = " / ".join(str(c) for c in r["channels"])
+    for s in summaries:
+        cells = []
+        for name in ("drop", "tuned_drop"):
+            mean, sd = s[name]
+            text = f"{mean:.2f} +- {sd:.2f}"
+            if s["ratio"] and mean == _best(summaries, s["model"], s["ratio"], name):
+                text = f"**{text}**"
+            cells.append(text)
+        acc, acc_sd = s["accuracy"]
         lines.append(
-            f"| {r['ratio']:.0%} | {kept} | {r['method']} "
-            f"| {r['accuracy_mean']:.2f} +- {r['accuracy_std']:.2f} "
-            f"| {r['accuracy_drop']:.2f} | {r['parameters']} "
-            f"| {r['inference_ms']:.1f} | {r['time_vs_unpruned']:.2f} |"
+            f"| {s['model']} | {s['ratio']:.0%} | {s['method']} | {acc:.2f} +- "
+            f"{acc_sd:.2f} | {cells[0]} | {cells[1]} | {s['parameters']} | "
+            f"{s['macs'] / 1e6:.2f} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path):
+def plot(summaries, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1.4, 1], "wspace": 0.9}
-    )
-    base = rows[0]
-    ax = axes[0]
-    ax.axhline(base["accuracy_mean"], color="gray", ls="--", label="unpruned")
-    methods = list(dict.fromkeys(r["method"] for r in rows[1:]))
+    models = list(dict.fromkeys(s["model"] for s in summaries))
+    methods = [label for label, _ in METHODS]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2),
+                             squeeze=False)  # fmt: skip
     width = 0.8 / len(methods)
-    for k, method in enumerate(methods):
-        pts = [r for r in rows if r["method"] == method]
-        ax.bar(
-            [i + (k - len(methods) / 2 + 0.5) * width for i in range(len(pts))],
-            [r["accuracy_mean"] for r in pts],
-            width,
-            yerr=[r["accuracy_std"] for r in pts],
-            capsize=2,
-            label=method,
-        )
-    ax.set_xticks(range(len(RATIOS)), [f"{r:.0%} removed" for r in RATIOS])
-    ax.set_ylabel("test accuracy (%), no fine-tuning")
-    ax.set_title("Accuracy after pruning both conv layers")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax = axes[1]
-    by_ratio = {}
-    for r in rows:
-        by_ratio.setdefault(r["ratio"], r)
-    pts = sorted(by_ratio.values(), key=lambda r: r["ratio"])
-    ax.plot(
-        [r["parameters"] for r in pts],
-        [r["inference_ms"] for r in pts],
-        marker="o",
-    )
-    for r in pts:
-        ax.annotate(f"{r['ratio']:.0%} removed", (r["parameters"], r["inference_ms"]))
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("inference time, 1000 images (ms)")
-    ax.set_title("Size and speed")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    for ax, model in zip(axes[0], models, strict=True):
+        for k, method in enumerate(methods):
+            for tuned, alpha in ((False, 1.0), (True, 0.45)):
+                cells = [s for s in summaries if s["model"] == model
+                         and s["method"] == method]  # fmt: skip
+                name = "tuned_drop" if tuned else "drop"
+                x = np.arange(len(cells)) + (k - len(methods) / 2 + 0.5) * width
+                means, sds = zip(*(c[name] for c in cells), strict=True)
+                ax.bar(x, means, width, yerr=sds, alpha=alpha, color=f"C{k}",
+                       label=None if tuned else method)  # fmt: skip
+        ax.set_xticks(range(len(RATIOS)), [f"{r:.0%} removed" for r in RATIOS])
+        ax.set_ylabel("accuracy drop (points); pale: after 1 epoch fine-tuning")
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_title(model)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _load_average():
-    try:
-        return os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return float("nan")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=30000)
+    parser.add_argument("--models", default="resnet,cnn")
+    parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--calib", type=int, default=2000)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--calib", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load = _load_average()
     train_set, test_set, info = load_dataset("auto", train_size=args.train_size)
-    print(
-        f"{info['name']}: {len(train_set)} train / {len(test_set)} test; "
-        f"load average {load:.2f}",
-        flush=True,
-    )
-    start = time.perf_counter()
-    model = train(train_set, test_set, info, args.epochs, seed=0)
-    train_s = time.perf_counter() - start
-    calib = train_set.tensors[0][: args.calib]
-    timing_x = test_set.tensors[0][:1000]
-    rows = prune_rows(
-        copy.deepcopy(model), calib, test_set, timing_x, args.seeds, args.repeats
-    )
+    print(f"{info['name']}: {len(train_set)} train / {len(test_set)} test",
+          flush=True)  # fmt: skip
+    rows = [
+        row
+        for kind in args.models.split(",")
+        for seed in range(args.seeds)
+        for row in seed_rows(kind, info, train_set, test_set, args, seed)
+    ]
     meta = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores ({platform.machine()})",
         "dataset": info["name"],
         "train_size": len(train_set),
         "epochs": args.epochs,
-        "calib": len(calib),
+        "calib": args.calib,
         "seeds": args.seeds,
-        "repeats": args.repeats,
         "threads": args.threads,
-        "load_average": load,
-        "train_s": train_s,
         "torch": torch.__version__,
+        "torch_pruning": tp.__version__,
     }
-    print(markdown(meta, rows))
+    summaries = summary(rows)
+    table = markdown(meta, summaries)
+    print(table)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "prune.json").write_text(
-            json.dumps({"meta": meta, "rows": rows}, indent=2)
+            json.dumps({"meta": meta, "rows": rows, "summary": summaries}, indent=2)
         )
-        plot(rows, args.out / "prune.png")
-        update_page(args.out.parent / "pruning.md", "prune-table", markdown(meta, rows))
+        plot(summaries, args.out / "prune.png")
+        update_page(args.out.parent / "pruning.md", "prune-table", table)
         print(f"wrote {args.out}/prune.json, prune.png")
-    return rows
+    return summaries
 
 
 if __name__ == "__main__":

@@ -153,8 +153,10 @@ class GraftCallback(Callback):
                 "GraftCallback.train_dataloader() is served by the callback during "
                 "trainer.fit; add the callback with Trainer(callbacks=[callback])."
             )
-        # The number of epochs processed: right when Lightning fetches the
-        # first batch of a (resumed) run, before its loop state settles.
+        # Lightning prefetches the first batch of an epoch (setup_data) before
+        # it calls the samplers' set_epoch, and on a resumed run before its
+        # loop state is restored; the epoch it then passes to set_epoch is
+        # this count of processed epochs, so the loader reads the same value.
         return self._trainer.fit_loop.epoch_progress.current.processed
 
     def train_dataloader(self, **dataloader_options: Any):

@@ -226,9 +226,12 @@ class MaxVolSampler(BaseEstimator):
         features, else ``centered`` (rectangular MaxVol then spreads the rows
         over the data); the choice the coreset benchmark supports.
     typicality : float, default=1.0
-        Scale each row by ``exp(-typicality * m_i)``, ``m_i`` its squared
-        Mahalanobis distance over the rank, so atypical rows count less;
-        0 is plain maximum volume (which favours extremes).
+        Scale each row by ``exp(-typicality * (m_i + 2 e_i / k))``, ``m_i``
+        its squared Mahalanobis distance over the rank, ``e_i`` its squared
+        distance from the mean over the mean of those, ``k`` the rows kept
+        from its group, so atypical rows count less (with one row per class,
+        a row near the class medoid); 0 is plain maximum volume (which
+        favours extremes).
     rank : int or None, default=None
         Rank of the ``lowrank`` features (default: the number of rows
         selected, at most the number of features).
@@ -409,7 +412,7 @@ class MaxVolSampler(BaseEstimator):
             D = self.n_components or min(max(2 * k, 64), 1024)
             A = random_fourier_features(F, D, rng)
         if self.typicality:
-            A = A * typicality_weights(Z, self.typicality)[:, None]
+            A = A * typicality_weights(Z, self.typicality, budget=k)[:, None]
         if kind == "kernel" and self.method != "fast":
             A = principal_coordinates(
                 A, None, None

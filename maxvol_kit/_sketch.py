@@ -231,18 +231,26 @@ def principal_coordinates(F, rank=None, random_state=None):
     return U[:, :r] * s[:r]
 
 
-def typicality_weights(Z, alpha):
-    """Row weights ``exp(-alpha * m_i)`` that shrink atypical rows.
+def typicality_weights(Z, alpha, budget=None):
+    """Row weights ``exp(-alpha * (m_i + 2 e_i / budget))`` that shrink atypical rows.
 
     ``Z`` holds principal coordinates; ``m_i`` is the mean squared whitened
     coordinate of row ``i``: its squared Mahalanobis distance from the mean
-    (population covariance), over the rank. No coordinates: all weights 1.
+    (population covariance), over the rank. ``e_i`` is its squared Euclidean
+    distance from the mean over the mean of those: with a small ``budget``
+    (rows to keep) it dominates, so one row kept is near the medoid, where
+    the Mahalanobis distance, noisy in the low-variance directions, is not.
+    No ``budget``: ``m_i`` alone. No coordinates: all weights 1.
     """
     xp = get_backend(Z).xp
     if Z.shape[1] == 0:
         return xp.ones(Z.shape[0], dtype=Z.dtype, device=get_backend(Z).device)
     whitened = Z / xp.std(Z, axis=0)
-    return xp.exp(-alpha * xp.mean(whitened * whitened, axis=1))
+    atypical = xp.mean(whitened * whitened, axis=1)
+    if budget is not None:
+        squared = xp.sum(Z * Z, axis=1)
+        atypical = atypical + (2.0 / budget) * squared / xp.mean(squared)
+    return xp.exp(-alpha * atypical)
 
 
 def random_fourier_features(F, n_components, rng):

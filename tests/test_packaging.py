@@ -12,7 +12,11 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # import name -> distribution name, where they differ
-DISTRIBUTIONS = {"sklearn": "scikit-learn", "PIL": "pillow"}
+DISTRIBUTIONS = {
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "torch_pruning": "torch-pruning",
+}
 
 
 def _requirement_names(requirements):
@@ -41,9 +45,13 @@ def test_the_graft_extra_installs_everything_graft_run_imports():
         for folder in ("harness", "selection", "loop", "grass", "prune")
         for n in _third_party_imports(ROOT / "graft" / folder)
     } | {DISTRIBUTIONS.get(n, n).lower() for n in _third_party_imports(ROOT / "graft")}
-    # graft.lightning and graft.hf have their own extras; threadpoolctl and
-    # codecarbon (the energy meter) are used when installed.
-    needed -= {"lightning", "transformers", "threadpoolctl", "codecarbon"}
+    # graft.lightning, graft.hf and graft.prune_model have their own extras;
+    # threadpoolctl and codecarbon (the energy meter) are used when installed.
+    own = {"lightning": "lightning", "transformers": "hf", "torch-pruning": "prune"}
+    for name, extra in own.items():
+        extra_names = _requirement_names(project["optional-dependencies"][extra])
+        assert name in extra_names, f"{name} is not in the {extra} extra"
+    needed -= {*own, "threadpoolctl", "codecarbon"}
     assert needed <= declared, f"missing from the graft extra: {needed - declared}"
 
 

@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from graft._checks import check_count, check_number
+from graft._checks import check_count
 from graft._features import eval_mode
 from graft.loop import GraftBatch
 from maxvol_kit import fast_maxvol
 
-__all__ = ["collect_activations", "prune_channels", "prune_model"]
+__all__ = ["collect_activations", "prune_channels"]
 
 _SELECTS = ("maxvol", "magnitude")
 _FOLDS = ("interpolative", "lstsq", "none")
@@ -584,48 +583,6 @@ def _on_device(x, model):
     return x if param is None else x.to(param.device)
 
 
-def _check_pairs(model, pairs):
-    """``(layer, next_layer, batchnorm or None)`` names, all resolved upfront.
-
-    The layers' kinds are checked too (:func:`_check_pair`), before anything
-    is traced or pruned.
-    """
-    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Iterable):
-        raise TypeError(
-            f"pairs must be a list of (layer, next_layer[, batchnorm]) name tuples, "
-            f"got {type(pairs).__name__}; e.g. pairs=[('0', '3')]."
-        )
-    out = []
-    for pair in pairs:
-        if (
-            isinstance(pair, str)
-            or not isinstance(pair, Sequence)
-            or not 2 <= len(pair) <= 3
-        ):
-            raise ValueError(
-                f"pairs must hold (layer, next_layer[, batchnorm]) name tuples, got "
-                f"{pair!r}."
-            )
-        names = (*pair, None) if len(pair) == 2 else tuple(pair)
-        for label, name in zip(("layer", "next_layer"), names[:2], strict=True):
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"pairs {label} must be a module name (str), got {name!r} in "
-                    f"{pair!r}; e.g. ('0', '3') for model[0] -> model[3]."
-                )
-        for label, name in zip(
-            ("layer", "next_layer", "batchnorm"), names, strict=True
-        ):
-            if name is not None:
-                _resolve(model, name, f"pairs {label}")
-        try:
-            _check_pair(model.get_submodule(names[0]), model.get_submodule(names[1]))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"pairs {pair!r}: {exc}") from None
-        out.append(names)
-    return out
-
-
 # Modules and functions that act on each channel alone: a pruned channel of
 # the layer can pass through them on its way to next_layer.
 _PER_CHANNEL_MODULES = (
@@ -652,88 +609,6 @@ _PER_CHANNEL_CALLS = {
     "dropout", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "adaptive_max_pool2d", "flatten", "contiguous",
 }  # fmt: skip
-
-
-def _check_data_flow(model, names):
-    """Each pair's layer feeds its next_layer through per-channel steps only.
-
-    Traced with ``torch.fx``; a model it cannot trace is refused, since
-    nothing else can tell a channel-mixing step (a permutation, a sum over
-    channels) in its forward from an activation. Raises ValueError, naming
-    the layer, for a branch (a residual connection), a step that mixes
-    channels, a BatchNorm on the way that is not in the pair, or a
-    next_layer the layer does not reach.
-    """
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception as exc:  # data-dependent control flow, mostly
-        raise ValueError(
-            f"prune_model checks its pairs against the model's data flow, but "
-            f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: "
-            f"{exc}); prune a pair you have checked yourself with prune_channels, "
-            "or make forward traceable (no Python control flow on tensor values)."
-        ) from exc
-    calls = {n.target: n for n in graph.nodes if n.op == "call_module"}
-    for layer, next_name, bn in names:
-        if layer not in calls:
-            raise ValueError(f"pairs layer {layer!r} is never called in forward.")
-        steps = _steps_between(model, calls[layer], (layer, next_name, bn))
-        if bn is not None and bn not in steps:
-            raise ValueError(
-                f"pairs batchnorm {bn!r} is not between {layer!r} and {next_name!r}; "
-                "pass the BatchNorm that normalises the layer's output."
-            )
-
-
-def _steps_between(model, node, pair):
-    """The module names from ``pair``'s layer (``node``) to its next_layer.
-
-    Every step must be the only consumer of the one before and act on each
-    channel alone (or be the pair's BatchNorm); else a ValueError.
-    """
-    layer, next_name, _ = pair
-    steps = []
-    while True:
-        users = list(node.users)
-        where = f"the output of {layer!r}" + (f" (after {node.name})" if steps else "")
-        if len(users) != 1:
-            consumers = ", ".join(u.name for u in users) or "the model's output"
-            raise ValueError(
-                f"{where} feeds {len(users)} consumers ({consumers}): a branch "
-                f"or residual connection; prune_model prunes plain chains, so "
-                f"leave the pair ({layer!r}, {next_name!r}) out."
-            )
-        node = users[0]
-        if node.op == "call_module" and node.target == next_name:
-            return steps
-        steps.append(node.target if node.op == "call_module" else node.name)
-        if not _per_channel(model, node, pair):
-            raise ValueError(
-                f"{where} reaches {next_name!r} only through {node.name} "
-                f"({node.op} {getattr(node.target, '__name__', node.target)}), "
-                "which mixes channels or is not a layer prune_model can fold "
-                "through; pass pairs whose layer feeds next_layer directly (through "
-                "activations, dropout, pooling, flatten and the pair's BatchNorm)."
-            )
-
-
-def _per_channel(model, node, pair):
-    """Whether traced ``node`` acts on each channel alone (the pair's BatchNorm too)."""
-    layer, next_name, bn = pair
-    if node.op in ("call_function", "call_method"):
-        return getattr(node.target, "__name__", str(node.target)) in _PER_CHANNEL_CALLS
-    if node.op != "call_module":
-        return False
-    module = model.get_submodule(node.target)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if node.target != bn:
-            raise ValueError(
-                f"BatchNorm {node.target!r} sits between {layer!r} and "
-                f"{next_name!r} but is not in the pair; pass "
-                f"({layer!r}, {next_name!r}, {node.target!r})."
-            )
-        return True
-    return isinstance(module, _PER_CHANNEL_MODULES)
 
 
 def _check_runs(model, data, name=None):
@@ -765,124 +640,3 @@ def _check_runs(model, data, name=None):
             "pair does not match the model's data flow. The model passed in is "
             "unchanged."
         ) from exc
-
-
-def _n_parameters(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def _replace(model, name, module):
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
-def prune_model(
-    model: nn.Module,
-    pairs: Sequence[tuple[str, ...]],
-    data: torch.Tensor | Iterable,
-    *,
-    fraction: float,
-    select: str | Callable = "maxvol",
-    fold: str = "interpolative",
-    max_samples: int | None = 2048,
-) -> tuple[nn.Module, dict]:
-    """Keep a share ``fraction`` of the channels of several layers of a model.
-
-    The pairs are pruned in order on a deep copy of ``model``: for each,
-    the inputs of ``next_layer`` are collected on the copy as pruned so far
-    (:func:`collect_activations`), then :func:`prune_channels` replaces the
-    layer, the BatchNorm and ``next_layer`` in the copy. A later pair may
-    start at an earlier pair's ``next_layer``.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        Not modified.
-    pairs : sequence of (str, str) or (str, str, str)
-        Names (as in ``model.named_modules()``) of ``layer``, ``next_layer``
-        and optionally the BatchNorm between them.
-    data : Tensor or iterable of batches
-        Inputs to collect the activations on (see :func:`collect_activations`).
-    fraction : float in (0, 1]
-        Share of each layer's channels to keep: ``keep = round(fraction * C)``,
-        at least 1.
-    select : {"maxvol", "magnitude"} or callable, default="maxvol"
-        As in :func:`prune_channels`; a callable ``select(layer, keep)``
-        returns the channels to keep.
-    fold : {"interpolative", "lstsq", "none"}, default="interpolative"
-        As in :func:`prune_channels`.
-    max_samples : int or None, default=2048
-        Samples of ``data`` used per pair.
-
-    Returns
-    -------
-    pruned : torch.nn.Module
-        The pruned copy.
-    report : dict
-        ``pairs``: one dict per pair with ``layer``, ``next_layer``,
-        ``channels_before``, ``channels_after`` and ``kept`` (the channels);
-        ``parameters_before`` and ``parameters_after``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from graft import prune_model
-    >>> _ = torch.manual_seed(0)
-    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    >>> x = torch.randn(64, 4)
-    >>> pruned, report = prune_model(model, [("0", "2")], x, fraction=0.5)
-    >>> pruned[0].out_features, report["pairs"][0]["channels_after"]
-    (4, 4)
-    """
-    # The share of channels to keep: fraction=0.5 keeps half of them.
-    fraction = check_number(
-        "fraction", fraction, low=0, high=1, open_low=True, example=0.5
-    )
-    names = _check_pairs(model, pairs)
-    _check_option(fold, "fold", _FOLDS)
-    if isinstance(select, str):
-        _check_option(select, "select", _SELECTS)
-    elif not callable(select):
-        raise TypeError(
-            f"select must be 'maxvol', 'magnitude' or a callable, got "
-            f"{type(select).__name__}."
-        )
-    _check_data_flow(model, names)
-    _check_runs(model, data)
-    pruned = copy.deepcopy(model)
-    report = {"pairs": [], "parameters_before": _n_parameters(model)}
-    for layer_name, next_name, bn_name in names:
-        layer = pruned.get_submodule(layer_name)
-        next_layer = pruned.get_submodule(next_name)
-        batchnorm = pruned.get_submodule(bn_name) if bn_name else None
-        C, _ = _check_pair(layer, next_layer)
-        keep = max(1, math.floor(fraction * C + 0.5))
-        acts = collect_activations(pruned, next_layer, data, max_samples=max_samples)
-        chosen = select if isinstance(select, str) else select(layer, keep)
-        result = prune_channels(
-            layer,
-            next_layer,
-            acts,
-            keep=keep,
-            batchnorm=batchnorm,
-            select=chosen,
-            fold=fold,
-        )
-        _replace(pruned, layer_name, result.layer)
-        _replace(pruned, next_name, result.next_layer)
-        if bn_name:
-            _replace(pruned, bn_name, result.batchnorm)
-        _check_runs(pruned, data, layer_name)
-        report["pairs"].append(
-            {
-                "layer": layer_name,
-                "next_layer": next_name,
-                "batchnorm": bn_name,
-                "channels_before": C,
-                "channels_after": keep,
-                "kept": result.channels.tolist(),
-            }
-        )
-    report["parameters_after"] = _n_parameters(pruned)
-    return pruned, report

@@ -133,14 +133,34 @@ def test_sampler_beyond_the_rank_uses_rectangular_maxvol():
     assert sampler.gains_.sum() == pytest.approx(result.log_volume)
 
 
-def test_typicality_scales_rows_by_their_mahalanobis_distance():
+def test_typicality_scales_rows_by_their_mahalanobis_and_euclidean_distance():
     X, _ = _digits()
     Z = principal_coordinates(X)
     m = np.mean((Z / Z.std(axis=0)) ** 2, axis=1)
+    Xc = X - X.mean(axis=0)
+    e = np.einsum("ij,ij->i", Xc, Xc)  # squared distances from the mean
     for alpha in (0.5, 2.0):
-        expected = fast_maxvol(np.exp(-alpha * m)[:, None] * Z, rank=30).indices
+        w = np.exp(-alpha * (m + 2 / 30 * e / e.mean()))
+        expected = fast_maxvol(w[:, None] * Z, rank=30).indices
         sampler = MaxVolSampler(30, features="centered", typicality=alpha).fit(X)
         np.testing.assert_array_equal(sampler.sample_indices_, np.sort(expected))
+
+
+def test_one_row_per_class_is_near_the_class_mean():
+    X, y = _digits()
+    sampler = MaxVolSampler(10, stratify=True, random_state=0).fit(X, y)
+    for i in sampler.sample_indices_:
+        members = X[y == y[i]]
+        distance = np.linalg.norm(members - members.mean(axis=0), axis=1)
+        mine = np.linalg.norm(X[i] - members.mean(axis=0))
+        assert np.mean(distance < mine) < 0.1  # among the tenth nearest the mean
+    plain = MaxVolSampler(10, stratify=True, random_state=0, **PLAIN).fit(X, y)
+    far = [  # plain volume keeps an extreme row of each class instead
+        np.mean(np.linalg.norm(X[y == y[i]] - X[y == y[i]].mean(axis=0), axis=1)
+                < np.linalg.norm(X[i] - X[y == y[i]].mean(axis=0)))
+        for i in plain.sample_indices_
+    ]  # fmt: skip
+    assert np.median(far) > 0.5
 
 
 def test_default_keeps_away_from_outliers_that_plain_volume_picks():

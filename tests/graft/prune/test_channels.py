@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from graft import collect_activations, prune_channels, prune_model  # noqa: E402
+from graft import collect_activations, prune_channels  # noqa: E402
 from maxvol_kit import fast_maxvol  # noqa: E402
 
 F64 = torch.float64
@@ -358,82 +358,6 @@ def test_collect_activations_errors():
     assert not skips.unused._forward_pre_hooks
 
 
-# -- prune_model ----------------------------------------------------------------------
-
-
-def _small_cnn():
-    _seed(1)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(6 * 4, 3),
-    ).double()
-
-
-def test_prune_model_equals_pairwise_pruning_in_order():
-    model = _small_cnn()
-    x = torch.randn(12, 1, 8, 8, generator=_gen(), dtype=F64)
-    _trained_batchnorm(model[1], model[0](x).detach())
-    model.eval()
-    before = _states(model)
-    pairs = [("0", "4", "1"), ("4", "8")]
-    pruned, report = prune_model(model, pairs, x, fraction=0.5, fold="lstsq")
-    _assert_same_states(before, (model,))
-
-    # Oracle: the same steps by hand.
-    manual = copy.deepcopy(model)
-    acts = collect_activations(manual, "4", x)
-    r = prune_channels(
-        manual[0], manual[4], acts, keep=4, batchnorm=manual[1], fold="lstsq"
-    )
-    manual[0], manual[1], manual[4] = r.layer, r.batchnorm, r.next_layer
-    acts = collect_activations(manual, "8", x)
-    r = prune_channels(manual[4], manual[8], acts, keep=3, fold="lstsq")
-    manual[4], manual[8] = r
-    torch.testing.assert_close(pruned(x), manual(x))
-
-    assert [p["channels_after"] for p in report["pairs"]] == [4, 3]
-    assert [p["channels_before"] for p in report["pairs"]] == [8, 6]
-    assert report["parameters_before"] == sum(p.numel() for p in model.parameters())
-    # conv 1->4 (36+4), bn 4 (8), conv 4->3 (108+3), linear 12->3 (36+3)
-    assert report["parameters_after"] == 40 + 8 + 111 + 39
-    assert report["parameters_after"] == sum(p.numel() for p in pruned.parameters())
-    assert pruned[0].out_channels == 4 and pruned[8].in_features == 12
-
-
-def test_prune_model_with_a_callable_selection():
-    model = _small_cnn().eval()
-    x = torch.randn(4, 1, 8, 8, generator=_gen(), dtype=F64)
-    pruned, report = prune_model(
-        model, [("4", "8")], x, fraction=0.5, select=lambda layer, keep: [0, 2, 5]
-    )
-    assert report["pairs"][0]["kept"] == [0, 2, 5]
-    torch.testing.assert_close(pruned[4].weight, model[4].weight[[0, 2, 5]])
-
-
-def test_prune_model_errors():
-    model = _small_cnn()
-    x = torch.zeros(2, 1, 8, 8, dtype=F64)
-    with pytest.raises(
-        ValueError, match=r"fraction \(0\) must be a finite number in \(0, 1\]"
-    ):
-        prune_model(model, [("0", "4")], x, fraction=0)
-    with pytest.raises(TypeError, match="fraction must be a number"):
-        prune_model(model, [("0", "4")], x, fraction="half")
-    with pytest.raises(ValueError, match="pairs"):
-        prune_model(model, [("0", "missing")], x, fraction=0.5)
-    with pytest.raises(ValueError, match="pairs"):
-        prune_model(model, ["04"], x, fraction=0.5)
-    with pytest.raises(TypeError, match="select"):
-        prune_model(model, [("0", "4")], x, fraction=0.5, select=3)
-
-
 # -- errors ---------------------------------------------------------------------------
 
 
@@ -576,86 +500,3 @@ def test_streaming_factor_over_many_row_blocks_matches_one_block(monkeypatch):
 
 
 # -- pairs checked against the data flow ----------------------------------------------
-
-
-class _Residual(nn.Module):
-    """conv1 feeds conv2 and the skip connection."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.head = nn.Linear(4 * 8 * 8, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.conv1(x))
-        return self.head(torch.flatten(self.conv2(h) + h, 1))
-
-
-class _Dynamic(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it."""
-
-    def __init__(self):
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.a(x))
-        if float(h.sum()) > -1e9:
-            h = h + torch.relu(self.b(h))  # b's input is also added to its output
-        return self.c(h)
-
-
-def test_prune_model_refuses_pairs_that_do_not_match_the_data_flow():
-    model = _small_cnn()
-    x = torch.randn(16, 1, 8, 8, dtype=F64)
-    with pytest.raises(
-        ValueError, match=r"BatchNorm '1' sits between '0' and '4'.*\('0', '4', '1'\)"
-    ):
-        prune_model(model, [("0", "4")], x, fraction=0.5)
-    with pytest.raises(ValueError, match=r"reaches '8' only through"):
-        prune_model(model, [("0", "8", "1")], x, fraction=0.5)  # conv 4 in between
-    with pytest.raises(ValueError, match=r"batchnorm '1' is not between '4' and '8'"):
-        prune_model(model, [("4", "8", "1")], x, fraction=0.5)
-    pruned, _ = prune_model(model, [("0", "4", "1"), ("4", "8")], x, fraction=0.5)
-    assert pruned(x).shape == (16, 3)  # the right pairs still work
-
-
-def test_prune_model_refuses_a_residual_branch():
-    _seed(0)
-    model = _Residual().double()
-    x = torch.randn(8, 1, 8, 8, dtype=F64)
-    with pytest.raises(
-        ValueError, match=r"output of 'conv1'.*feeds 2 consumers.*residual"
-    ):
-        prune_model(model, [("conv1", "conv2")], x, fraction=0.5)
-
-
-def test_prune_model_refuses_a_model_it_cannot_trace():
-    """Nothing else can tell a channel permutation in forward from an activation."""
-    _seed(0)
-    model = _Dynamic().double()
-    x = torch.randn(8, 4, dtype=F64)
-    before = [p.clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match=r"torch.fx cannot trace _Dynamic"):
-        prune_model(model, [("a", "b")], x, fraction=0.5)
-    assert all(
-        torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True)
-    )
-
-
-def test_prune_model_checks_pairs_and_data_before_pruning():
-    model = _small_cnn()
-    x = torch.randn(16, 1, 8, 8, dtype=F64)
-    with pytest.raises(TypeError, match="pairs must be a list"):
-        prune_model(model, None, x, fraction=0.5)
-    with pytest.raises(TypeError, match="pairs next_layer must be a module name"):
-        prune_model(model, [("0", None)], x, fraction=0.5)
-    with pytest.raises(TypeError, match=r"next_layer must be a torch\.nn\.Linear"):
-        prune_model(model, [("0", "2")], x, fraction=0.5)  # '2' is a ReLU
-    with pytest.raises(TypeError, match=r"data is torch.float32 but the model's"):
-        prune_model(model, [("0", "4", "1")], x.float(), fraction=0.5)
-    with pytest.raises(ValueError, match="model fails at forward on data"):
-        prune_model(model, [("0", "4", "1")], x.repeat(1, 2, 1, 1), fraction=0.5)
-    with pytest.raises(ValueError, match=r"pairs \('4', '0'\): next_layer"):
-        prune_model(model, [("4", "0")], x, fraction=0.5)  # reversed

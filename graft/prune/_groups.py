@@ -1,0 +1,393 @@
+"""Whole-model channel pruning on torch-pruning's dependency graph.
+
+torch-pruning (Fang et al., DepGraph, CVPR 2023) traces a model and groups
+the layers whose channels are coupled: a convolution and its BatchNorm, the
+convolutions whose outputs a residual connection adds, a depthwise
+convolution and its input, a ``Linear`` that reads a flattened convolution.
+Each group is pruned here as one unit:
+
+1. the **consumers** of the group's channels are the layers that mix them
+   (``Linear``, ``Conv2d`` with ``groups=1``, found among the group's
+   input-channel items); ``A`` stacks the inputs every consumer sees, one
+   column per channel of the group (a flattened channel's ``h * w``
+   features are rows, as in :func:`graft.prune_channels`);
+2. MaxVol on ``A``'s top right singular vectors (or an importance score)
+   picks the channels ``J`` to keep, for every layer of the group at once;
+3. each consumer absorbs the dropped channels, ``W' = W @ T.T`` with
+   ``A ~ A[:, J] @ T`` (the interpolative or least-squares fold);
+4. torch-pruning removes the other channels from every layer of the group.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft._checks import check_number
+from graft._features import eval_mode
+from graft.prune._channels import (
+    _FOLDS,
+    _batches,
+    _check_option,
+    _check_runs,
+    _coefficients,
+    _evaluating,
+    _maxvol_channels,
+    _on_device,
+    _triangular_factor,
+    collect_activations,
+)
+
+__all__ = ["prune_model"]
+
+# Steps a group's channels may pass through on their way to a consumer: each
+# acts on every channel separately (or only re-indexes them), so the kept
+# channels are computed exactly and the fold is the only approximation.
+_PER_CHANNEL = (
+    "CONV",  # the producers' output channels (consumers are told apart below)
+    "LINEAR",
+    "BN",
+    "PRELU",
+    "DEPTHWISE_CONV",
+    "CONCAT",
+    "SPLIT",
+    "ELEMENTWISE",
+    "RESHAPE",
+    "IN",
+    "SLICE",
+    "UNBIND",
+    "EXPAND",
+)
+
+
+def _torch_pruning():
+    try:
+        import torch_pruning
+    except ImportError as exc:
+        raise ImportError(
+            "graft.prune_model needs torch-pruning for the model's dependency "
+            "graph; pip install 'maxvol-kit[prune]' (or torch-pruning). "
+            "graft.prune_channels prunes a single pair of layers without it."
+        ) from exc
+    return torch_pruning
+
+
+def _names(model):
+    return {module: name for name, module in model.named_modules()}
+
+
+def _consumers(group, graph, names):
+    """``[(module, P)]``: the layers mixing the group's channels, ``P`` (C, S).
+
+    ``P[c]`` holds the consumer's input indices that carry root channel
+    ``c`` (one for a convolution, ``h * w`` for a flattened one). None when
+    the channels reach the model's output (they cannot be removed).
+    """
+    tp = _torch_pruning()
+    root = names[group[0].dep.target.module]
+    consumers = []
+    for item in group.items:
+        node = item.dep.target
+        kind = tp.ops.OPTYPE(node.type).name
+        if kind == "OUTPUT":
+            return None
+        if kind not in _PER_CHANNEL:
+            raise ValueError(
+                f"the channels of {root!r} reach {names.get(node.module, kind)!r} "
+                f"({kind}), which mixes them in a way a fold cannot follow; pass "
+                f"ignored_layers=[{root!r}] to keep them."
+            )
+        if graph.is_out_channel_pruning_fn(item.dep.handler):
+            continue
+        module = node.module
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ValueError(
+                f"the channels of {root!r} reach the grouped convolution "
+                f"{names[module]!r} (groups={module.groups}), whose input channels "
+                f"cannot absorb one another; pass ignored_layers=[{root!r}]."
+            )
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            raise ValueError(
+                f"the channels of {root!r} reach {names.get(module, kind)!r} "
+                f"({type(module).__name__}); only Linear and Conv2d consumers can "
+                f"absorb them; pass ignored_layers=[{root!r}]."
+            )
+        consumers.append((module, _index_blocks(item.idxs, item.root_idxs)))
+    return consumers
+
+
+def _index_blocks(idxs, root_idxs):
+    """(C, S) consumer indices, row ``c`` those fed by root channel ``c``."""
+    C = max(root_idxs) + 1
+    blocks = [[] for _ in range(C)]
+    for i, r in zip(idxs, root_idxs, strict=True):
+        blocks[r].append(i)
+    return np.array(blocks, dtype=np.int64)
+
+
+def _inputs_matrix(X, module, P):
+    """The (n * S, C) matrix of ``module``'s inputs ``X`` on the group's columns."""
+    if isinstance(module, nn.Conv2d):
+        X = X.movedim(1, -1)  # (N, H, W, C_in): a row per position
+    X = X.reshape(-1, X.shape[-1])[:, torch.as_tensor(P.reshape(-1))]
+    C, S = P.shape
+    return X.reshape(-1, C, S).transpose(1, 2).reshape(-1, C)
+
+
+def _group_factor(model, consumers, data, max_samples):
+    """``R`` of the consumers' stacked inputs (float64, numpy)."""
+    factors = []
+    for module, P in consumers:
+        X = collect_activations(model, module, data, max_samples=max_samples)
+        factors.append(_triangular_factor(_inputs_matrix(X, module, P)))
+    return factors[0] if len(factors) == 1 else np.linalg.qr(np.vstack(factors))[1]
+
+
+def _fold_consumer(module, P, J, T):
+    """Write ``W @ T.T`` into the consumer's input columns of the kept channels."""
+    W = module.weight.detach()
+    C, S = P.shape
+    flat = torch.as_tensor(P.reshape(-1), device=W.device)
+    if isinstance(module, nn.Linear):
+        blocks = W[:, flat].reshape(W.shape[0], C, S).to(torch.float64)
+    else:
+        blocks = W[:, flat].to(torch.float64)  # (out, C, kh, kw), S = 1
+    T = torch.as_tensor(T, dtype=torch.float64, device=W.device)
+    folded = torch.einsum("oc...,jc->oj...", blocks, T)
+    kept = torch.as_tensor(P[J].reshape(-1), device=W.device)
+    with torch.no_grad():
+        module.weight[:, kept] = folded.reshape(W.shape[0], -1, *W.shape[2:]).to(
+            W.dtype
+        )
+
+
+def _choose(select, group, R, keep):
+    """The ``keep`` channels to keep (MaxVol, or the top scores of an importance)."""
+    if select == "maxvol":
+        return np.asarray(_maxvol_channels(R, keep)[0])
+    if select == "magnitude":
+        select = _torch_pruning().importance.MagnitudeImportance(p=1)
+    scores = torch.as_tensor(select(group)).detach().double().cpu()
+    if scores.shape != (R.shape[0],):
+        raise ValueError(
+            f"the importance gave scores of shape {tuple(scores.shape)} for a group "
+            f"of {R.shape[0]} channels; it must give one score per channel."
+        )
+    return torch.argsort(scores, descending=True, stable=True)[:keep].numpy()
+
+
+def _output_change(before, after, data, max_samples):
+    """``||f'(x) - f(x)|| / ||f(x)||`` over ``data`` (the first output tensor)."""
+    num = den = 0.0
+    seen = 0
+    with _evaluating(before), _evaluating(after):
+        for x in _batches(data, 256):
+            if max_samples is not None and seen >= max_samples:
+                break
+            a, b = (_first(f(_on_device(x, f))) for f in (before, after))
+            num += float(((b - a).double() ** 2).sum())
+            den += float((a.double() ** 2).sum())
+            seen += len(x)
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
+
+
+def _first(output):
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    return output
+
+
+def _ops_and_parameters(model, example_inputs):
+    tp = _torch_pruning()
+    with eval_mode(model), torch.no_grad():
+        macs, parameters = tp.utils.count_ops_and_params(model, example_inputs)
+    return int(macs), int(parameters)
+
+
+def prune_model(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    data: torch.Tensor | Iterable,
+    *,
+    fraction: float,
+    select: str | Callable = "maxvol",
+    fold: str = "interpolative",
+    ignored_layers: Sequence[str] = (),
+    held_out: torch.Tensor | Iterable | None = None,
+    tolerance: float | None = None,
+    max_samples: int | None = 2048,
+) -> tuple[nn.Module, dict]:
+    """Keep a share ``fraction`` of the channels of every prunable group of a model.
+
+    torch-pruning traces a deep copy of ``model`` on ``example_inputs`` and
+    groups the coupled layers (BatchNorm, residual additions,
+    concatenations, depthwise convolutions, flattening); each group keeps
+    the same channels in all its layers, chosen from the inputs of the
+    layers that read them, and those layers absorb the dropped channels (the
+    fold of :func:`graft.prune_channels`). Groups whose channels are the
+    model's outputs are left as they are. Needs ``torch-pruning``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Not modified.
+    example_inputs : Tensor
+        A batch the model accepts, to trace it (a few samples are enough).
+    data : Tensor or iterable of batches
+        Inputs to collect the activations on (see
+        :func:`graft.collect_activations`); typically training images.
+    fraction : float in (0, 1]
+        Share of each group's channels to keep: ``keep = round(fraction *
+        C)``, at least 1.
+    select : "maxvol", "magnitude" or callable, default="maxvol"
+        ``maxvol``: Fast MaxVol on the top ``keep`` right singular vectors of
+        the group's stacked consumer inputs; ``magnitude``: torch-pruning's
+        L1 ``MagnitudeImportance`` of the group; a callable (any
+        torch-pruning importance, e.g. ``TaylorImportance`` after a backward
+        pass) maps the group to one score per channel, the ``keep`` largest
+        kept.
+    fold : {"interpolative", "lstsq", "none"}, default="interpolative"
+        As in :func:`graft.prune_channels`, for every consumer of the group.
+    ignored_layers : sequence of str, default=()
+        Names of layers whose output channels stay.
+    held_out : Tensor or iterable of batches, optional
+        Inputs the pruned model's outputs are compared on (default:
+        ``data``): ``report["output_change"]``.
+    tolerance : float, optional
+        Raise a ValueError if ``output_change`` exceeds it.
+    max_samples : int or None, default=2048
+        Samples of ``data`` used per consumer (and of ``held_out``).
+
+    Returns
+    -------
+    pruned : torch.nn.Module
+        The pruned copy.
+    report : dict
+        ``groups``: one dict per pruned group with ``root``, ``layers``
+        (every layer of the group), ``consumers``, ``channels_before``,
+        ``channels_after``, ``kept`` and ``residual`` (``||A - A[:, J] T||
+        / ||A||`` on ``data``); ``parameters_before`` / ``_after``,
+        ``macs_before`` / ``_after`` (on ``example_inputs``) and
+        ``output_change`` (relative change of the outputs on ``held_out``).
+
+    Raises
+    ------
+    ValueError
+        Before anything is pruned if the model does not run on the inputs;
+        for a group whose channels reach a layer that mixes them other than
+        a ``Linear`` or ``Conv2d`` (LayerNorm, attention, grouped
+        convolutions: the message names both layers and how to skip the
+        group); after pruning if the model fails at forward or
+        ``output_change`` exceeds ``tolerance``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from graft import prune_model
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(
+    ...     nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+    ...     nn.Flatten(), nn.Linear(8 * 6 * 6, 3),
+    ... ).eval()
+    >>> x = torch.randn(64, 1, 6, 6)
+    >>> pruned, report = prune_model(model, x[:2], x, fraction=0.5)
+    >>> pruned[0].out_channels, pruned[1].num_features, pruned[4].in_features
+    (4, 4, 144)
+    >>> report["groups"][0]["layers"]
+    ['0', '1', '4']
+    """
+    tp = _torch_pruning()
+    fraction = check_number(
+        "fraction", fraction, low=0, high=1, open_low=True, example=0.5
+    )
+    _check_option(fold, "fold", _FOLDS)
+    if isinstance(select, str):
+        _check_option(select, "select", ("maxvol", "magnitude"))
+    elif not callable(select):
+        raise TypeError(
+            "select must be 'maxvol', 'magnitude' or a callable importance, got "
+            f"{type(select).__name__}."
+        )
+    if tolerance is not None:
+        tolerance = check_number("tolerance", tolerance, low=0, example=0.05)
+    _check_runs(model, example_inputs)
+    _check_runs(model, data)
+    pruned = copy.deepcopy(model)
+    names = _names(pruned)
+    ignored = [_layer(pruned, name) for name in ignored_layers]
+    with eval_mode(pruned):  # torch-pruning traces through autograd
+        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs)
+    macs, parameters = _ops_and_parameters(pruned, example_inputs)
+    report = {"groups": [], "parameters_before": parameters, "macs_before": macs}
+    groups = graph.get_all_groups(
+        ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)
+    )
+    options = {"fraction": fraction, "select": select, "fold": fold}
+    for group in groups:
+        entry = _prune_group(graph, group, pruned, names, data, max_samples, **options)
+        if entry is not None:
+            _check_runs(pruned, example_inputs, entry["root"])
+            report["groups"].append(entry)
+    macs, parameters = _ops_and_parameters(pruned, example_inputs)
+    report.update(parameters_after=parameters, macs_after=macs)
+    held_out = data if held_out is None else held_out
+    change = report["output_change"] = _output_change(
+        model, pruned, held_out, max_samples
+    )
+    if tolerance is not None and not change <= tolerance:
+        raise ValueError(
+            f"the pruned model's outputs moved by {change:.3g} (relative) on the "
+            f"held-out data, more than tolerance={tolerance}; keep a larger fraction "
+            "or fine-tune."
+        )
+    return pruned, report
+
+
+def _layer(model, name):
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        known = [n for n, _ in model.named_modules() if n][:6]
+        raise ValueError(
+            f"ignored_layers names {name!r}, which is not a submodule of model; pass "
+            f"names from model.named_modules(), e.g. {known}."
+        ) from None
+
+
+def _prune_group(
+    graph, group, model, names, data, max_samples, *, fraction, select, fold
+):
+    """Prune one group in place; its report entry, or None if it stays."""
+    consumers = _consumers(group, graph, names)
+    C = len(group[0].idxs)
+    keep = max(1, math.floor(fraction * C + 0.5))
+    if not consumers or keep == C:
+        return None
+    R = _group_factor(model, consumers, data, max_samples)
+    J = _choose(select, group, R, keep)
+    T = _coefficients(R, J, fold, C)
+    norm = np.linalg.norm(R)
+    residual = float(np.linalg.norm(R - R[:, J] @ T) / norm) if norm else 0.0
+    for module, P in consumers:
+        _fold_consumer(module, P, J, T)
+    root, handler = group[0].dep.target.module, group[0].dep.handler
+    order = {name: k for k, name in enumerate(names.values())}
+    members = {item.dep.target.module for item in group.items}
+    layers = sorted((names[m] for m in members if m in names), key=order.get)
+    drop = sorted(set(range(C)) - {int(j) for j in J})
+    graph.get_pruning_group(root, handler, drop).prune()
+    return {
+        "root": names[root],
+        "layers": layers,
+        "consumers": [names[m] for m, _ in consumers],
+        "channels_before": C,
+        "channels_after": keep,
+        "kept": sorted(int(j) for j in J),
+        "residual": residual,
+    }

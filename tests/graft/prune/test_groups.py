@@ -1,0 +1,272 @@
+"""prune_model on torch-pruning's groups: exact on low-rank data, oracles, refusals."""
+
+import copy
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from graft import collect_activations, prune_channels, prune_model  # noqa: E402
+
+F64 = torch.float64
+
+
+def _seed(seed=0):
+    torch.manual_seed(seed)
+
+
+def _trained_batchnorm(bn, x):
+    bn.train()
+    with torch.no_grad():
+        for _ in range(3):
+            bn(x)
+    return bn.eval()
+
+
+def _chain():
+    _seed(1)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 4, 3),
+    ).double()
+
+
+class _Block(nn.Module):
+    """conv-bn-relu-conv-bn plus the skip, then relu (a ResNet basic block)."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.b1 = nn.BatchNorm2d(c)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.b2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+
+
+class _Net(nn.Module):
+    """A stem, a residual block, a depthwise separable pair and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.block = _Block(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(2), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.block(torch.relu(self.bn(self.stem(x))))
+        x = torch.relu(self.pw(torch.relu(self.dw(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _duplicate_outputs(*modules, half):
+    """Output channel c + half equal to channel c in every parameter and buffer."""
+    with torch.no_grad():
+        for module in modules:
+            for tensor in [*module.parameters(recurse=False), *module.buffers()]:
+                if tensor.ndim and tensor.shape[0] == 2 * half:
+                    tensor[half:] = tensor[:half]
+
+
+def test_a_chain_prunes_as_the_pairs_by_hand():
+    pytest.importorskip("torch_pruning")
+    model = _chain()
+    x = torch.randn(40, 1, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    _trained_batchnorm(model[1], model[0](x).detach())
+    before = copy.deepcopy(model.state_dict())
+    pruned, report = prune_model(model, x[:2], x, fraction=0.5, fold="lstsq")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    roots = [g["root"] for g in report["groups"]]
+    assert sorted(roots) == ["0", "4"]  # the classifier's outputs stay
+    by_root = {g["root"]: g for g in report["groups"]}
+    assert by_root["0"]["layers"] == ["0", "1", "4"]  # BatchNorm found, not passed
+    assert by_root["4"]["consumers"] == ["8"]
+
+    # Oracle: prune_channels on each pair, in the order the groups were pruned.
+    manual = copy.deepcopy(model)
+    pairs = {"0": (0, 4, 1), "4": (4, 8, None)}
+    for root in roots:
+        i, j, b = pairs[root]
+        acts = collect_activations(manual, str(j), x)
+        bn = manual[b] if b is not None else None
+        result = prune_channels(
+            manual[i], manual[j], acts, keep=by_root[root]["channels_after"],
+            batchnorm=bn, fold="lstsq",
+        )  # fmt: skip
+        manual[i], manual[j] = result.layer, result.next_layer
+        if b is not None:
+            manual[b] = result.batchnorm
+        assert result.channels.tolist() == by_root[root]["kept"]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), manual(x))
+    counted = sum(p.numel() for p in pruned.parameters())
+    assert report["parameters_after"] == counted
+    assert report["parameters_before"] == sum(p.numel() for p in model.parameters())
+    assert report["macs_after"] < report["macs_before"]
+
+
+def test_a_residual_block_with_duplicated_channels_prunes_exactly():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    model = _Net().double().eval()
+    x = torch.randn(64, 1, 8, 8, dtype=F64)
+    # The residual stream's channels 4..7 copy 0..3 (every producer and the
+    # depthwise filters): its activations have rank 4, so keeping 4 is exact.
+    _trained_batchnorm(model.bn, model.stem(x).detach())
+    _duplicate_outputs(model.stem, model.bn, model.block.c2, model.block.b2,
+                       model.dw, half=4)  # fmt: skip
+    stream = model.block(torch.relu(model.bn(model.stem(x)))).detach()
+    torch.testing.assert_close(stream[:, 4:], stream[:, :4])
+    pruned, report = prune_model(
+        model, x[:2], x, fraction=0.5, ignored_layers=["block.c1", "pw"]
+    )
+    (group,) = report["groups"]
+    assert set(group["layers"]) >= {"stem", "bn", "block.c2", "block.b2", "dw"}
+    assert sorted(group["consumers"]) == ["block.c1", "pw"]
+    assert group["residual"] < 1e-10 and report["output_change"] < 1e-10
+    for conv in (pruned.stem, pruned.block.c2, pruned.dw):
+        assert conv.out_channels == 4
+    assert pruned.block.c1.in_channels == pruned.pw.in_channels == 4
+    assert pruned.block.b2.num_features == pruned.dw.groups == 4
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_every_group_of_a_resnet_and_depthwise_model_prunes_and_runs():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    model = _Net().eval()
+    x = torch.randn(64, 1, 8, 8)
+    pruned, report = prune_model(model, x[:2], x, fraction=0.25)
+    assert {g["root"] for g in report["groups"]} >= {"block.c1", "pw"}
+    assert [g["channels_after"] for g in report["groups"]] == [
+        max(1, round(g["channels_before"] / 4)) for g in report["groups"]
+    ]
+    assert pruned(x).shape == (64, 10) and pruned.fc.out_features == 10
+    assert report["parameters_after"] < report["parameters_before"] / 4
+
+
+def test_a_linear_network_on_low_rank_inputs_prunes_exactly():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    model = nn.Sequential(nn.Linear(3, 12), nn.Linear(12, 12), nn.Linear(12, 2))
+    model = model.double()
+    x = torch.randn(200, 3, dtype=F64)  # every hidden layer has rank 3 (+ bias)
+    for fold in ("interpolative", "lstsq"):
+        pruned, report = prune_model(model, x[:2], x, fraction=0.5, fold=fold)
+        assert [pruned[0].out_features, pruned[1].out_features] == [6, 6]
+        assert report["output_change"] < 1e-10
+        held_out = torch.randn(50, 3, dtype=F64)  # the span holds any input
+        with torch.no_grad():
+            torch.testing.assert_close(pruned(held_out), model(held_out))
+    _, dropped = prune_model(model, x[:2], x, fraction=0.5, fold="none")
+    assert dropped["output_change"] > 1e-3  # the fold is what makes it exact
+
+
+class _Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 1), nn.Conv2d(1, 4, 1)
+        self.head = nn.Conv2d(8, 3, 3)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+def test_concatenated_branches_prune_exactly_through_the_index_mapping():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    model = _Branches().double()
+    x = torch.randn(16, 1, 6, 6, dtype=F64)  # 1x1 convs of one channel: rank 2
+    pruned, report = prune_model(model, x[:2], x, fraction=0.5)
+    assert sorted(g["root"] for g in report["groups"]) == ["a", "b"]
+    assert pruned.head.in_channels == 4
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_an_importance_chooses_the_channels():
+    pytest.importorskip("torch_pruning")
+    model = _chain().eval()
+    x = torch.randn(8, 1, 8, 8, dtype=F64)
+    scores = torch.tensor([0.0, 5, 1, 4, 2, 3, 7, 6])  # conv 0's 8 channels
+
+    def importance(group):
+        n = len(group[0].idxs)
+        return scores if n == 8 else torch.arange(n, dtype=torch.float64)
+
+    _, report = prune_model(model, x[:2], x, fraction=0.5, select=importance)
+    kept = {g["root"]: g["kept"] for g in report["groups"]}
+    assert kept == {"0": [1, 3, 6, 7], "4": [3, 4, 5]}
+    _, magnitude = prune_model(model, x[:2], x, fraction=0.5, select="magnitude")
+    # torch-pruning's own L1 magnitude of conv 0's group (conv, BatchNorm, conv 4).
+    tp = pytest.importorskip("torch_pruning")
+    graph = tp.DependencyGraph().build_dependency(model, x[:2])
+    group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, range(8))
+    scores = tp.importance.MagnitudeImportance(p=1)(group)
+    top = sorted(torch.argsort(scores, descending=True)[:4].tolist())
+    assert {g["root"]: g["kept"] for g in magnitude["groups"]}["0"] == top
+
+
+def test_layers_a_fold_cannot_follow_are_refused_by_name():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    norm = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    x = torch.randn(16, 4)
+    with pytest.raises(ValueError, match=r"channels of '0' reach '1' \(LN\)"):
+        prune_model(norm, x[:2], x, fraction=0.5)
+    pruned, report = prune_model(norm, x[:2], x, fraction=0.5, ignored_layers=["0"])
+    assert report["groups"] == [] and pruned(x).shape == (16, 2)
+    grouped = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3, groups=2))
+    images = torch.randn(4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"grouped convolution '2' \(groups=2\)"):
+        prune_model(grouped, images[:2], images, fraction=0.5)
+
+
+def test_bad_arguments_are_named_before_anything_is_pruned():
+    pytest.importorskip("torch_pruning")
+    model = _chain()
+    x = torch.zeros(4, 1, 8, 8, dtype=F64)
+    cases = (
+        ({"fraction": 0}, ValueError, r"fraction \(0\) must be"),
+        ({"fraction": 0.5, "select": 3}, TypeError, "select must be"),
+        ({"fraction": 0.5, "select": "l2"}, ValueError, "select"),
+        ({"fraction": 0.5, "fold": "exact"}, ValueError, "fold"),
+        ({"fraction": 0.5, "tolerance": -1}, ValueError, "tolerance"),
+        ({"fraction": 0.5, "ignored_layers": ["fc"]}, ValueError, "ignored_layers"),
+    )
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            prune_model(model, x[:2], x, **options)
+    with pytest.raises(ValueError, match="model fails at forward"):
+        prune_model(model, x[:2], x.repeat(1, 2, 1, 1), fraction=0.5)
+
+
+def test_the_tolerance_is_checked_on_held_out_data():
+    pytest.importorskip("torch_pruning")
+    model = _chain().eval()
+    x = torch.randn(64, 1, 8, 8, dtype=F64)
+    _, report = prune_model(model, x[:2], x[:32], fraction=0.25, held_out=x[32:])
+    assert report["output_change"] > 0
+    with pytest.raises(ValueError, match=r"moved by .* more than tolerance=1e-06"):
+        prune_model(model, x[:2], x[:32], fraction=0.25, held_out=x[32:],
+                    tolerance=1e-6)  # fmt: skip
+
+
+def test_without_torch_pruning_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_pruning", None)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ImportError, match=r"maxvol-kit\[prune\]"):
+        prune_model(model, torch.zeros(2, 4), torch.zeros(8, 4), fraction=0.5)
