@@ -249,7 +249,7 @@ def typicality_weights(Z, alpha, budget=None):
     atypical = xp.mean(whitened * whitened, axis=1)
     if budget is not None:
         squared = xp.sum(Z * Z, axis=1)
-        atypical = atypical + (2.0 / budget) * squared / xp.mean(squared)
+        atypical = atypical + (2.0 / float(budget)) * squared / xp.mean(squared)
     return xp.exp(-alpha * atypical)
 
 
