@@ -15,7 +15,10 @@ classifier's outputs stay) with:
 - torch-pruning's ``MetaPruner`` (no fold, as its users run it) with the
   ``MagnitudeImportance`` (L1), ``TaylorImportance`` (gradient of one batch
   of ``--calib`` images) and ``HessianImportance`` (per-sample squared
-  gradients of 64 images) importances.
+  gradients of 64 images) importances, as they are and with the BatchNorm
+  statistics re-estimated on the calibration images
+  (``graft.recalibrate_batchnorm``, which ``prune_model`` applies after
+  each group).
 
 Each pruned model is evaluated as it is and after one epoch of fine-tuning
 (Adam 3e-4, the training set). Reports the test accuracy drop against the
@@ -47,19 +50,24 @@ import torch_pruning as tp
 from _page import update_page
 from torch import nn
 
-from graft import Graft, prune_model, train_epoch
+from graft import Graft, prune_model, recalibrate_batchnorm, train_epoch
 from graft.harness import evaluate, load_dataset, make_model
 
 RATIOS = (0.5, 0.75)
 # (label, how): "graft" rows run prune_model(select, fold); "tp" rows run
 # torch-pruning's MetaPruner with the named importance.
+# torch-pruning rows with "+ BN" have their BatchNorm statistics re-estimated
+# on the calibration images (recalibrate_batchnorm), as prune_model does.
 METHODS = [
     ("MaxVol + interpolative fold", ("graft", "maxvol", "interpolative")),
     ("MaxVol + least-squares fold", ("graft", "maxvol", "lstsq")),
     ("L1 magnitude + least-squares fold", ("graft", "magnitude", "lstsq")),
-    ("torch-pruning L1 magnitude", ("tp", "magnitude")),
-    ("torch-pruning Taylor", ("tp", "taylor")),
-    ("torch-pruning Hessian", ("tp", "hessian")),
+    ("torch-pruning L1 magnitude", ("tp", "magnitude", False)),
+    ("torch-pruning Taylor", ("tp", "taylor", False)),
+    ("torch-pruning Hessian", ("tp", "hessian", False)),
+    ("torch-pruning L1 magnitude + BN", ("tp", "magnitude", True)),
+    ("torch-pruning Taylor + BN", ("tp", "taylor", True)),
+    ("torch-pruning Hessian + BN", ("tp", "hessian", True)),
 ]
 
 
@@ -190,6 +198,8 @@ def seed_rows(kind, info, train_set, test_set, args, seed):
                 pruned = _graft_prune(model, example, calib, how[1], how[2], ratio)
             else:
                 pruned = _tp_prune(model, example, calib, labels, how[1], ratio)
+                if how[2]:
+                    recalibrate_batchnorm(pruned, calib)
             prune_s = time.perf_counter() - start
             accuracy = 100 * evaluate(pruned, test_set)
             macs, parameters = _counts(pruned, example)

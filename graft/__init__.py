@@ -35,7 +35,12 @@ from graft.loop import (
     TensorBoardLogger,
     train_epoch,
 )
-from graft.prune import collect_activations, prune_channels, prune_model
+from graft.prune import (
+    collect_activations,
+    prune_channels,
+    prune_model,
+    recalibrate_batchnorm,
+)
 from graft.selection import (
     GraftSelector,
     InfoBatchSelector,
@@ -65,5 +70,6 @@ __all__ = [
     "collect_activations",
     "prune_channels",
     "prune_model",
+    "recalibrate_batchnorm",
     "train_epoch",
 ]

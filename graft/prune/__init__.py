@@ -9,6 +9,11 @@ dropped ones (the interpolative or least-squares fold). It needs only
 """
 
 from graft.prune._channels import collect_activations, prune_channels
-from graft.prune._groups import prune_model
+from graft.prune._groups import prune_model, recalibrate_batchnorm
 
-__all__ = ["collect_activations", "prune_channels", "prune_model"]
+__all__ = [
+    "collect_activations",
+    "prune_channels",
+    "prune_model",
+    "recalibrate_batchnorm",
+]

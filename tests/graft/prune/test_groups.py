@@ -86,7 +86,9 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
     x = torch.randn(40, 1, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
     _trained_batchnorm(model[1], model[0](x).detach())
     before = copy.deepcopy(model.state_dict())
-    pruned, report = prune_model(model, x[:2], x, fraction=0.5, fold="lstsq")
+    pruned, report = prune_model(
+        model, x[:2], x, fraction=0.5, fold="lstsq", recalibrate=False
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     roots = [g["root"] for g in report["groups"]]
     assert sorted(roots) == ["0", "4"]  # the classifier's outputs stay
@@ -130,8 +132,9 @@ def test_a_residual_block_with_duplicated_channels_prunes_exactly():
     stream = model.block(torch.relu(model.bn(model.stem(x)))).detach()
     torch.testing.assert_close(stream[:, 4:], stream[:, :4])
     pruned, report = prune_model(
-        model, x[:2], x, fraction=0.5, ignored_layers=["block.c1", "pw"]
-    )
+        model, x[:2], x, fraction=0.5, ignored_layers=["block.c1", "pw"],
+        recalibrate=False,  # the trained statistics, for the exact comparison
+    )  # fmt: skip
     (group,) = report["groups"]
     assert set(group["layers"]) >= {"stem", "bn", "block.c2", "block.b2", "dw"}
     assert sorted(group["consumers"]) == ["block.c1", "pw"]
@@ -142,6 +145,30 @@ def test_a_residual_block_with_duplicated_channels_prunes_exactly():
     assert pruned.block.b2.num_features == pruned.dw.groups == 4
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_recalibration_sets_each_batchnorm_to_the_statistics_of_its_input():
+    pytest.importorskip("torch_pruning")
+    _seed(0)
+    model = _Net().double().eval()
+    x = torch.randn(256, 1, 8, 8, dtype=F64)  # one batch of the recalibration pass
+    pruned, _ = prune_model(model, x[:2], x, fraction=0.5, max_samples=None)
+    inputs = {}
+    norms = {n: m for n, m in pruned.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    hooks = [m.register_forward_pre_hook(lambda m, a, n=n: inputs.__setitem__(n, a[0]))
+             for n, m in norms.items()]  # fmt: skip
+    with torch.no_grad():
+        pruned(x)  # eval mode: the running statistics are not touched
+    for h in hooks:
+        h.remove()
+    for name, norm in norms.items():
+        h = inputs[name]  # the oracle: mean and unbiased variance per channel
+        # (up to the biased variance the pass normalises with upstream: n-1 / n)
+        torch.testing.assert_close(norm.running_mean, h.mean((0, 2, 3)), rtol=1e-3,
+                                   atol=1e-4)  # fmt: skip
+        torch.testing.assert_close(norm.running_var, h.var((0, 2, 3)), rtol=1e-3,
+                                   atol=1e-4)  # fmt: skip
+        assert norm.momentum == 0.1 and not norm.training
 
 
 def test_every_group_of_a_resnet_and_depthwise_model_prunes_and_runs():
@@ -245,6 +272,7 @@ def test_bad_arguments_are_named_before_anything_is_pruned():
         ({"fraction": 0.5, "select": "l2"}, ValueError, "select"),
         ({"fraction": 0.5, "fold": "exact"}, ValueError, "fold"),
         ({"fraction": 0.5, "tolerance": -1}, ValueError, "tolerance"),
+        ({"fraction": 0.5, "recalibrate": "yes"}, TypeError, "recalibrate"),
         ({"fraction": 0.5, "ignored_layers": ["fc"]}, ValueError, "ignored_layers"),
     )
     for options, error, message in cases:
