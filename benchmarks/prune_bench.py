@@ -59,8 +59,8 @@ RATIOS = (0.5, 0.75)
 # torch-pruning rows with "+ BN" have their BatchNorm statistics re-estimated
 # on the calibration images (recalibrate_batchnorm), as prune_model does.
 METHODS = [
+    ("MaxVol + least-squares fold (default)", ("graft", "maxvol", "lstsq")),
     ("MaxVol + interpolative fold", ("graft", "maxvol", "interpolative")),
-    ("MaxVol + least-squares fold", ("graft", "maxvol", "lstsq")),
     ("L1 magnitude + least-squares fold", ("graft", "magnitude", "lstsq")),
     ("torch-pruning L1 magnitude", ("tp", "magnitude", False)),
     ("torch-pruning Taylor", ("tp", "taylor", False)),

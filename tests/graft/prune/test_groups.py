@@ -4,6 +4,7 @@ import copy
 import sys
 
 import pytest
+import scipy.linalg
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -96,16 +97,21 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
     assert by_root["0"]["layers"] == ["0", "1", "4"]  # BatchNorm found, not passed
     assert by_root["4"]["consumers"] == ["8"]
 
-    # Oracle: prune_channels on each pair, in the order the groups were pruned.
+    # Oracle: prune_channels on each pair, in the order the groups were pruned,
+    # keeping the greedy-volume channels: the pivots of scipy's QR of A.
     manual = copy.deepcopy(model)
     pairs = {"0": (0, 4, 1), "4": (4, 8, None)}
     for root in roots:
         i, j, b = pairs[root]
         acts = collect_activations(manual, str(j), x)
+        C, keep = by_root[root]["channels_before"], by_root[root]["channels_after"]
+        A = acts.movedim(1, -1) if acts.ndim == 4 else acts.reshape(len(acts), C, -1)
+        A = A.reshape(-1, C) if acts.ndim == 4 else A.transpose(1, 2).reshape(-1, C)
+        pivots = scipy.linalg.qr(A.numpy(), pivoting=True, mode="r")[1][:keep]
         bn = manual[b] if b is not None else None
         result = prune_channels(
-            manual[i], manual[j], acts, keep=by_root[root]["channels_after"],
-            batchnorm=bn, fold="lstsq",
+            manual[i], manual[j], acts, keep=keep, batchnorm=bn, fold="lstsq",
+            select=pivots,
         )  # fmt: skip
         manual[i], manual[j] = result.layer, result.next_layer
         if b is not None:
