@@ -269,6 +269,7 @@ def markdown(meta, summaries):
 
 
 def plot(summaries, path):
+    """Accuracy drop per method: a column per model, a row before / after tuning."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,25 +277,27 @@ def plot(summaries, path):
 
     models = list(dict.fromkeys(s["model"] for s in summaries))
     methods = [label for label, _ in METHODS]
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2),
+    fig, axes = plt.subplots(2, len(models), figsize=(6 * len(models), 7.8),
                              squeeze=False)  # fmt: skip
     width = 0.8 / len(methods)
-    for ax, model in zip(axes[0], models, strict=True):
-        for k, method in enumerate(methods):
-            for tuned, alpha in ((False, 1.0), (True, 0.45)):
+    for col, model in enumerate(models):
+        for row, (name, title) in enumerate(
+            (("drop", "no fine-tuning"), ("tuned_drop", "after 1 epoch"))
+        ):
+            ax = axes[row][col]
+            for k, method in enumerate(methods):
                 cells = [s for s in summaries if s["model"] == model
                          and s["method"] == method]  # fmt: skip
-                name = "tuned_drop" if tuned else "drop"
                 x = np.arange(len(cells)) + (k - len(methods) / 2 + 0.5) * width
                 means, sds = zip(*(c[name] for c in cells), strict=True)
-                ax.bar(x, means, width, yerr=sds, alpha=alpha, color=f"C{k}",
-                       label=None if tuned else method)  # fmt: skip
-        ax.set_xticks(range(len(RATIOS)), [f"{r:.0%} removed" for r in RATIOS])
-        ax.set_ylabel("accuracy drop (points); pale: after 1 epoch fine-tuning")
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_title(model)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+                ax.bar(x, means, width, yerr=sds, color=f"C{k}", label=method)
+            ax.set_xticks(range(len(RATIOS)), [f"{r:.0%} removed" for r in RATIOS])
+            ax.set_ylabel("accuracy drop (points)")
+            ax.axhline(0, color="black", linewidth=0.5)
+            ax.set_title(f"{model}, {title}")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -18,6 +18,7 @@ The library, by concern (each subpackage's docstring lists its modules):
   scores training samples by their compressed gradients' similarity to test
   samples.
 - :mod:`graft.prune`: MaxVol channel pruning (:func:`prune_model`,
+  :func:`recalibrate_batchnorm`,
   :func:`prune_channels`).
 - :mod:`graft.lightning`: the Lightning callback (imports Lightning).
 

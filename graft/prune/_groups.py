@@ -340,8 +340,9 @@ def prune_model(
     recalibrate : bool, default=True
         After each group, re-estimate every BatchNorm's running mean and
         variance on ``data`` (a forward pass, no gradients): the folded
-        layers feed them slightly different statistics. On the benchmark's
-        ResNet this is worth 15-25 points without fine-tuning. False keeps
+        layers feed them slightly different statistics. On a small ResNet
+        with half its channels removed it added 12-35 points of test
+        accuracy without fine-tuning (:func:`recalibrate_batchnorm`). False keeps
         the trained statistics (the pruned model is then exact wherever the
         fold is).
     max_samples : int or None, default=2048
