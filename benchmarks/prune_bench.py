@@ -163,7 +163,7 @@ def _tp_prune(model, example, calib, labels, importance, ratio):
 
 def _graft_prune(model, example, calib, select, fold, ratio):
     pruned, _ = prune_model(model, example, calib, fraction=1 - ratio, select=select,
-                            fold=fold, ignored_layers=())  # fmt: skip
+                            fold=fold)  # fmt: skip
     return pruned
 
 

@@ -583,34 +583,6 @@ def _on_device(x, model):
     return x if param is None else x.to(param.device)
 
 
-# Modules and functions that act on each channel alone: a pruned channel of
-# the layer can pass through them on its way to next_layer.
-_PER_CHANNEL_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardswish,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
-    nn.Flatten,
-)
-_PER_CHANNEL_CALLS = {
-    "relu", "relu_", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu",
-    "dropout", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "adaptive_max_pool2d", "flatten", "contiguous",
-}  # fmt: skip
-
-
 def _check_runs(model, data, name=None):
     """``model`` runs on a few inputs of ``data``; else a ValueError.
 

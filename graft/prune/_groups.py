@@ -41,6 +41,7 @@ from graft.prune._channels import (
     _coefficients,
     _evaluating,
     _on_device,
+    _resolve,
     _triangular_factor,
     collect_activations,
 )
@@ -406,7 +407,7 @@ def prune_model(
     _check_runs(model, data)
     pruned = copy.deepcopy(model)
     names = _names(pruned)
-    ignored = [_layer(pruned, name) for name in ignored_layers]
+    ignored = [_resolve(pruned, name, "ignored_layers") for name in ignored_layers]
     with eval_mode(pruned):  # torch-pruning traces through autograd
         graph = tp.DependencyGraph().build_dependency(pruned, example_inputs)
     macs, parameters = _ops_and_parameters(pruned, example_inputs)
@@ -435,17 +436,6 @@ def prune_model(
             "or fine-tune."
         )
     return pruned, report
-
-
-def _layer(model, name):
-    try:
-        return model.get_submodule(name)
-    except AttributeError:
-        known = [n for n, _ in model.named_modules() if n][:6]
-        raise ValueError(
-            f"ignored_layers names {name!r}, which is not a submodule of model; pass "
-            f"names from model.named_modules(), e.g. {known}."
-        ) from None
 
 
 def _prune_group(
