@@ -166,7 +166,7 @@ def _greedy_pivots(A, k, backend):
     Raises ``_RankDeficient`` when a pivot's residual falls below
     :func:`rank_floor` times the largest row norm.
     """
-    if small.is_small(A, backend):  # one geqp3 call
+    if small.is_small(A, backend, max_rows=small.QR_ROWS):  # one geqp3 call
         rows, V, found = small.greedy_pivots(
             A, k, rank_floor(A, backend), basis=k < A.shape[1]
         )
@@ -441,7 +441,8 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
             rank, name="rank", low=1, high=r, fix="pass rank=None for the full rank"
         )
     )
-    if k == r and small.is_small(A, backend):  # picks and C from one QR
+    # Picks and C from one QR.
+    if k == r and small.is_small(A, backend, max_rows=small.QR_ROWS):
         idx, C, found = small.greedy_coefficients(A, rank_floor(A, backend))
         if found is not None:
             raise _greedy_rank_error(A, found, k)

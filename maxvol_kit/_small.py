@@ -35,11 +35,22 @@ __all__ = [
 # (measured on 128 x 32 .. 10000 x 64 Gaussian matrices: at 2000 x 64 both paths
 # take ~7 ms for fast_maxvol, at 4000 x 64 the blocked greedy is twice as fast).
 SMALL = 1 << 17
+# Rows above which geqp3 on ``A.T`` is slower than the blocked greedy even when
+# ``n r <= SMALL`` (one thread, float32 and float64, r = 8..64: at 6000 x 16 the
+# blocked greedy with its swaps takes 0.42 ms, geqp3 1.0 ms; at 512 x 32 geqp3
+# 0.26-0.31 ms, blocked 0.45-0.50 ms). The LU start of ``maxvol`` has no such cap.
+QR_ROWS = 1024
 
 
-def is_small(A, backend):
-    """Whether ``A`` (n, r) takes the small-problem path."""
-    return backend.name == "numpy" and A.shape[0] * A.shape[1] <= SMALL
+def is_small(A, backend, *, max_rows=None):
+    """Whether ``A`` (n, r) takes the small-problem path.
+
+    ``max_rows`` caps ``n`` as well (the geqp3 greedy: :data:`QR_ROWS`).
+    """
+    n, r = A.shape[0], A.shape[1]
+    if max_rows is not None and n > max_rows:
+        return False
+    return backend.name == "numpy" and n * r <= SMALL
 
 
 def on_host(func, A, **kwargs):

@@ -86,3 +86,36 @@ def test_small_torch_cpu_input_goes_through_numpy_and_comes_back_as_tensors(dtyp
         np.testing.assert_array_equal(got.coefficients.numpy(), expected.coefficients)
         assert got.log_volume == expected.log_volume
     np.testing.assert_array_equal(T.detach().numpy(), A)
+
+
+def test_tall_small_matrices_take_the_blocked_greedy_with_the_same_result(monkeypatch):
+    # n > QR_ROWS but n r <= SMALL: the blocked greedy, then the small swaps.
+    A = gaussian(small.QR_ROWS + 500, 8, 4)
+    assert small.is_small(A, get_backend(A))
+    assert not small.is_small(A, get_backend(A), max_rows=small.QR_ROWS)
+    np.testing.assert_array_equal(
+        fast_maxvol(A, refine=False).indices, greedy_loop(A, A.shape[1])
+    )
+    mixed = fast_maxvol(A)
+    monkeypatch.setattr(small, "SMALL", -1)
+    blocked = fast_maxvol(A)
+    np.testing.assert_array_equal(mixed.indices, blocked.indices)
+    assert mixed.n_iter == blocked.n_iter and mixed.converged
+    np.testing.assert_allclose(mixed.log_volume, blocked.log_volume, rtol=1e-12)
+
+
+def test_a_dominant_start_needs_no_swaps_and_a_swap_start_is_certified():
+    from maxvol_kit._swaps import swap_to_dominance
+
+    A = np.linalg.qr(gaussian(3000, 6, 2))[0]
+    start = greedy_loop(A, 6).astype(np.int64)
+    peak = np.abs(A @ np.linalg.inv(A[start])).max()  # the oracle, > 1 here
+    assert peak > 1.001
+    idx = start.copy()
+    C = A @ np.linalg.inv(A[idx])
+    n_iter, value = swap_to_dominance(C, idx, peak + 0.01, 100, get_backend(C))
+    assert n_iter == 0 and (idx == start).all()
+    assert value == pytest.approx(peak, rel=1e-12)
+    n_iter, value = swap_to_dominance(C, idx, 1.0 + 1e-12, 100, get_backend(C))
+    assert n_iter >= 1 and value <= 1.0 + 1e-9
+    np.testing.assert_allclose(np.abs(A @ np.linalg.inv(A[idx])).max(), value)
