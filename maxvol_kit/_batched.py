@@ -12,7 +12,10 @@ after the greedy phase. The volume is tracked, not recomputed: the product of
 the greedy residual norms times the pivot of every swap.
 
 For each problem the result is the one :func:`maxvol_kit.fast_maxvol` gives
-(same greedy picks, same classical swaps; ties aside).
+(same greedy picks, same classical swaps; ties aside). A NumPy stack of
+small problems (the small path's sizes) goes problem by problem through that
+path instead: with no batched kernels in NumPy, one LAPACK call per problem
+is faster than one NumPy call per step over the stack.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import math
 import array_api_compat
 import numpy as np
 
+from maxvol_kit import _small as small
 from maxvol_kit._maxvol import MaxVolResult, in_caller_units
 from maxvol_kit._validation import check_flag, check_int, check_stack, check_tol
 
@@ -79,6 +83,10 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
             max_iter, name="max_iter", low=0, high=2**62, fix="pass None for no cap"
         )
     )
+    if small.is_small(A[0, ...], backend, max_rows=small.QR_ROWS):
+        return in_caller_units(
+            _small_loop(A, tol, refine, max_iter), e, A.shape[2], backend
+        )
     rows, C, log_volume = _greedy_batched(A, backend)
     n_iter = backend.xp.zeros(A.shape[0], dtype=backend.xp.int64, device=backend.device)
     if refine:
@@ -95,6 +103,47 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
         _coefficients=C,
     )
     return in_caller_units(result, e, A.shape[2], backend)
+
+
+def _small_loop(A, tol, refine, max_iter):
+    """The small NumPy path problem by problem: one geqp3 each, then the swaps.
+
+    NumPy has no batched kernels, so the stacked steps of
+    :func:`_greedy_batched` cost one call per step over the whole stack; a
+    loop of single LAPACK calls is faster (256 x 128 x 32: 37 ms against
+    60 ms) and gives exactly what :func:`maxvol_kit.fast_maxvol` gives.
+    """
+    b, n, r = A.shape
+    rows = np.empty((b, r), dtype=np.int64)
+    C = np.empty_like(A)
+    n_iter = np.zeros(b, dtype=np.int64)
+    log_volume = np.empty(b, dtype=A.dtype)
+    floor = max(n, r) * float(np.finfo(A.dtype).eps)
+    for k in range(b):
+        idx, Ck, found = small.greedy_coefficients(A[k], floor)
+        if found is not None:
+            raise _rank_error(k, n, r)
+        if refine:
+            n_iter[k], _ = small.swaps(Ck, idx, tol, max_iter)
+        rows[k], C[k] = idx, Ck
+        log_volume[k] = small.log_abs_det(A[k][idx])
+    C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
+    peak = np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
+    return MaxVolResult(
+        indices=rows,
+        n_iter=n_iter,
+        converged=peak <= tol,
+        log_volume=log_volume,
+        _coefficients=C,
+    )
+
+
+def _rank_error(first, n, r):
+    return ValueError(
+        f"A[{first}] (shape {(n, r)}) has numerical rank < {r}: its rows do "
+        "not span r dimensions to working precision; drop that problem or "
+        "reduce r for the whole stack."
+    )
 
 
 def _take_rows(flat, index, n, xp):
@@ -148,12 +197,7 @@ def _greedy_batched(A, backend):
         scores = ops.fill_along_rows(scores - proj * proj, p[:, None], -math.inf)
         picks.append(p)
     if bool(xp.any(deficient)):
-        first = int(xp.argmax(xp.astype(deficient, xp.int8)))
-        raise ValueError(
-            f"A[{first}] (shape {(n, r)}) has numerical rank < {r}: its rows do "
-            "not span r dimensions to working precision; drop that problem or "
-            "reduce r for the whole stack."
-        )
+        raise _rank_error(int(xp.argmax(xp.astype(deficient, xp.int8))), n, r)
     C = A @ (xp.matrix_transpose(V) @ ops.inv_lower(Y @ xp.matrix_transpose(V)))
     return xp.stack(picks, axis=1), C, log_volume
 
