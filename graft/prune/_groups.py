@@ -7,8 +7,8 @@ convolution and its input, a ``Linear`` that reads a flattened convolution.
 Each group is pruned here as one unit:
 
 1. the **consumers** of the group's channels are the layers that mix them
-   (``Linear``, ``Conv2d`` with ``groups=1``, found among the group's
-   input-channel items); ``A`` stacks the inputs every consumer sees, one
+   (``Linear`` and ``Conv2d``, found among the group's input-channel
+   items); ``A`` stacks the inputs every consumer sees, one
    column per channel of the group (a flattened channel's ``h * w``
    features are rows, as in :func:`graft.prune_channels`);
 2. greedy volume on the columns of ``A``'s triangular factor ``R`` (each
@@ -18,6 +18,10 @@ Each group is pruned here as one unit:
 3. each consumer absorbs the dropped channels, ``W' = W @ T.T`` with
    ``A ~ A[:, J] @ T`` (the interpolative or least-squares fold);
 4. torch-pruning removes the other channels from every layer of the group.
+
+Where the channels enter or leave a grouped convolution (``1 < groups <
+in_channels``), they are pruned alike in each of its groups: the same
+positions kept in every group, and a fold that stays within each group.
 """
 
 from __future__ import annotations
@@ -108,11 +112,15 @@ def _consumers(group, graph, names):
         if graph.is_out_channel_pruning_fn(item.dep.handler):
             continue
         module = node.module
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
+        P = _index_blocks(item.idxs, item.root_idxs)
+        if _grouped(module) and not np.array_equal(
+            P.reshape(-1), np.arange(module.in_channels)
+        ):
             raise ValueError(
-                f"the channels of {root!r} reach the grouped convolution "
-                f"{names[module]!r} (groups={module.groups}), whose input channels "
-                f"cannot absorb one another; pass ignored_layers=[{root!r}]."
+                f"the channels of {root!r} are only part of the input of the grouped "
+                f"convolution {names[module]!r} (groups={module.groups}; through a "
+                "concatenation), so its groups cannot stay equal; pass "
+                f"ignored_layers=[{root!r}]."
             )
         if not isinstance(module, (nn.Conv2d, nn.Linear)):
             raise ValueError(
@@ -120,8 +128,35 @@ def _consumers(group, graph, names):
                 f"({type(module).__name__}); only Linear and Conv2d consumers can "
                 f"absorb them; pass ignored_layers=[{root!r}]."
             )
-        consumers.append((module, _index_blocks(item.idxs, item.root_idxs)))
+        consumers.append((module, P))
     return consumers
+
+
+def _grouped(module):
+    """Whether ``module`` is a convolution with channel groups (not depthwise).
+
+    torch-pruning couples a depthwise convolution's input and output channels;
+    a grouped one keeps its groups, so it can lose only the same channels of
+    every group.
+    """
+    return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+
+
+def _period(group):
+    """The number of equal blocks the group's channels must be pruned alike in.
+
+    The least common multiple of the groups of every grouped convolution the
+    channels enter or leave (1 if none): it divides the channel count, as
+    each convolution's groups do.
+    """
+    return math.lcm(
+        1,
+        *(
+            item.dep.target.module.groups
+            for item in group.items
+            if _grouped(item.dep.target.module)
+        ),
+    )
 
 
 def _index_blocks(idxs, root_idxs):
@@ -153,6 +188,9 @@ def _group_factor(model, consumers, data, max_samples):
 
 def _fold_consumer(module, P, J, T):
     """Write ``W @ T.T`` into the consumer's input columns of the kept channels."""
+    if _grouped(module):
+        _fold_grouped(module, J, T)
+        return
     W = module.weight.detach()
     C, S = P.shape
     flat = torch.as_tensor(P.reshape(-1), device=W.device)
@@ -169,23 +207,70 @@ def _fold_consumer(module, P, J, T):
         )
 
 
-def _choose(select, group, R, keep):
-    """The ``keep`` channels to keep (MaxVol, or the top scores of an importance)."""
+def _fold_grouped(module, J, T):
+    """The fold of a grouped convolution: each output group within its inputs.
+
+    ``W`` is (out, s, kh, kw) with ``s = C / groups``; output group ``G``
+    reads channels ``G s .. G s + s - 1``, which ``T`` (block diagonal)
+    expresses by the kept ones of the same group, at the same local
+    positions in every group (what torch-pruning keeps).
+    """
+    g, W = module.groups, module.weight.detach()
+    s, og, kl = W.shape[1], W.shape[0] // module.groups, len(J) // module.groups
+    local = torch.as_tensor(np.asarray(J[:kl]), device=W.device)
+    for G in range(g):
+        T_G = torch.as_tensor(
+            T[G * kl : (G + 1) * kl, G * s : (G + 1) * s],
+            dtype=torch.float64,
+            device=W.device,
+        )
+        rows = slice(G * og, (G + 1) * og)
+        folded = torch.einsum("oc...,jc->oj...", W[rows].to(torch.float64), T_G)
+        with torch.no_grad():
+            module.weight[rows, local] = folded.to(W.dtype)
+
+
+def _choose(select, group, R, keep, period=1):
+    """The ``keep`` channels to keep (MaxVol, or the top scores of an importance).
+
+    With ``period`` > 1 the channels form that many equal blocks and the same
+    ``keep / period`` positions are kept in each, block by block.
+    """
+    C = R.shape[1]
+    s, kl = C // period, keep // period
     if select == "maxvol":
         # Greedy volume of the channels' columns of R: each pick the channel
         # with the largest residual against the kept ones (= pivoted QR of R),
         # what the least-squares fold leaves. MaxVol on the top singular
         # vectors (prune_channels) lost 9 points to it on a small ResNet.
-        return scipy.linalg.qr(R, pivoting=True, mode="r")[1][:keep]
-    if select == "magnitude":
-        select = _torch_pruning().importance.MagnitudeImportance(p=1)
-    scores = torch.as_tensor(select(group)).detach().double().cpu()
-    if scores.shape != (R.shape[0],):
-        raise ValueError(
-            f"the importance gave scores of shape {tuple(scores.shape)} for a group "
-            f"of {R.shape[0]} channels; it must give one score per channel."
-        )
-    return torch.argsort(scores, descending=True, stable=True)[:keep].numpy()
+        # With blocks, the columns of every block stacked: common positions.
+        blocks = np.vstack([R[:, G * s : (G + 1) * s] for G in range(period)])
+        local = scipy.linalg.qr(blocks, pivoting=True, mode="r")[1][:kl]
+    else:
+        if select == "magnitude":
+            select = _torch_pruning().importance.MagnitudeImportance(p=1)
+        scores = torch.as_tensor(select(group)).detach().double().cpu()
+        if scores.shape != (C,):
+            raise ValueError(
+                f"the importance gave scores of shape {tuple(scores.shape)} for a "
+                f"group of {C} channels; it must give one score per channel."
+            )
+        summed = scores.reshape(period, s).sum(dim=0)
+        local = torch.argsort(summed, descending=True, stable=True)[:kl].numpy()
+    return np.concatenate([G * s + local for G in range(period)])
+
+
+def _block_coefficients(R, J, fold, period):
+    """``T`` (keep, C) of the fold, block diagonal over ``period`` blocks."""
+    C, keep = R.shape[1], len(J)
+    if period == 1:
+        return _coefficients(R, J, fold, C)
+    s, kl = C // period, keep // period
+    T = np.zeros((keep, C))
+    for G in range(period):
+        cols = slice(G * s, (G + 1) * s)
+        T[G * kl : (G + 1) * kl, cols] = _coefficients(R[:, cols], J[:kl], fold, s)
+    return T
 
 
 def recalibrate_batchnorm(
@@ -366,10 +451,11 @@ def prune_model(
     ValueError
         Before anything is pruned if the model does not run on the inputs;
         for a group whose channels reach a layer that mixes them other than
-        a ``Linear`` or ``Conv2d`` (LayerNorm, attention, grouped
-        convolutions: the message names both layers and how to skip the
-        group); after pruning if the model fails at forward or
-        ``output_change`` exceeds ``tolerance``.
+        a ``Linear`` or ``Conv2d`` (LayerNorm, attention; or a grouped
+        convolution that reads them concatenated with other channels: the
+        message names both layers and how to skip the group); after pruning
+        if the model fails at forward or ``output_change`` exceeds
+        ``tolerance``.
 
     Examples
     --------
@@ -444,12 +530,13 @@ def _prune_group(
     """Prune one group in place; its report entry, or None if it stays."""
     consumers = _consumers(group, graph, names)
     C = len(group[0].idxs)
-    keep = max(1, math.floor(fraction * C + 0.5))
+    period = _period(group)  # grouped convolutions: the same share of every group
+    keep = period * max(1, math.floor(fraction * C / period + 0.5))
     if not consumers or keep == C:
         return None
     R = _group_factor(model, consumers, data, max_samples)
-    J = _choose(select, group, R, keep)
-    T = _coefficients(R, J, fold, C)
+    J = _choose(select, group, R, keep, period)
+    T = _block_coefficients(R, J, fold, period)
     norm = np.linalg.norm(R)
     residual = float(np.linalg.norm(R - R[:, J] @ T) / norm) if norm else 0.0
     for module, P in consumers:

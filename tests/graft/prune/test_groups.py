@@ -3,6 +3,7 @@
 import copy
 import sys
 
+import numpy as np
 import pytest
 import scipy.linalg
 
@@ -262,10 +263,92 @@ def test_layers_a_fold_cannot_follow_are_refused_by_name():
         prune_model(norm, x[:2], x, fraction=0.5)
     pruned, report = prune_model(norm, x[:2], x, fraction=0.5, ignored_layers=["0"])
     assert report["groups"] == [] and pruned(x).shape == (16, 2)
-    grouped = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3, groups=2))
     images = torch.randn(4, 1, 8, 8)
-    with pytest.raises(ValueError, match=r"grouped convolution '2' \(groups=2\)"):
-        prune_model(grouped, images[:2], images, fraction=0.5)
+    with pytest.raises(ValueError, match=r"grouped convolution 'mix' \(groups=2;"):
+        prune_model(_Concatenated(), images[:2], images, fraction=0.5)
+
+
+class _Concatenated(nn.Module):
+    """Two branches concatenated into a grouped convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3)
+        self.mix = nn.Conv2d(8, 4, 3, groups=2)
+
+    def forward(self, x):
+        return self.mix(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+def _grouped_model(duplicated):
+    """conv (1 -> 8), grouped conv (8 -> 4, groups 2), a linear head; float64.
+
+    With ``duplicated``, channels 2i and 2i+1 of the first conv are copies, and
+    so are outputs 2i and 2i+1 of the grouped conv: half of every group is
+    redundant, so pruning half of it is exact.
+    """
+    _seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, groups=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    ).double()
+    if duplicated:
+        with torch.no_grad():
+            for conv in (model[0], model[2]):
+                conv.weight[1::2] = conv.weight[0::2]
+                conv.bias[1::2] = conv.bias[0::2]
+    return model
+
+
+def test_grouped_convolutions_prune_alike_in_every_group_and_fold_exactly():
+    pytest.importorskip("torch_pruning")
+    model = _grouped_model(duplicated=True)
+    x = torch.randn(64, 1, 8, 8, dtype=F64)
+    pruned, report = prune_model(model, x[:2], x, fraction=0.5, recalibrate=False)
+    conv, grouped = pruned[0], pruned[2]
+    assert (conv.out_channels, grouped.in_channels, grouped.out_channels) == (4, 4, 2)
+    assert grouped.groups == 2 and grouped.weight.shape == (2, 2, 3, 3)
+    kept = {entry["root"]: entry["kept"] for entry in report["groups"]}
+    # One channel of each duplicated pair, at the same position in both groups.
+    assert [k // 2 for k in kept["0"]] == [0, 1, 2, 3]
+    assert [k % 4 for k in kept["0"][:2]] == [k % 4 for k in kept["0"][2:]]
+    assert [k // 2 for k in kept["2"]] == [0, 1]
+    torch.testing.assert_close(pruned(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_grouped_convolutions_fold_within_their_groups():
+    # No redundancy: the fold must still never mix two groups' channels, so
+    # the pruned grouped conv equals the least-squares fold done group by group
+    # by hand (the oracle), and every importance keeps equal groups.
+    pytest.importorskip("torch_pruning")
+    model = _grouped_model(duplicated=False)
+    x = torch.randn(64, 1, 8, 8, dtype=F64)
+    ignored = ["2"]  # prune only the first conv's channels
+    pruned, report = prune_model(
+        model, x[:2], x, fraction=0.5, ignored_layers=ignored, recalibrate=False
+    )
+    (entry,) = report["groups"]
+    J = np.array(entry["kept"])
+    local = J[:2]
+    assert list(J[2:]) == list(local + 4)
+    A = model[1](model[0](x)).detach().movedim(1, -1).reshape(-1, 8).numpy()
+    W = model[2].weight.detach().numpy()
+    for G in range(2):
+        cols = np.arange(4 * G, 4 * G + 4)
+        T = np.linalg.lstsq(A[:, cols[local]], A[:, cols], rcond=None)[0]
+        expected = np.einsum("oc...,jc->oj...", W[2 * G : 2 * G + 2], T)
+        got = pruned[2].weight.detach().numpy()[2 * G : 2 * G + 2]
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    for select in ("magnitude", lambda group: torch.arange(8.0)):
+        other, rep = prune_model(
+            model, x[:2], x, fraction=0.5, select=select, ignored_layers=ignored
+        )
+        kept = rep["groups"][0]["kept"]
+        assert [k - 4 for k in kept[2:]] == kept[:2] and other(x).shape == (64, 3)
 
 
 def test_bad_arguments_are_named_before_anything_is_pruned():
