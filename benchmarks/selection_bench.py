@@ -60,19 +60,20 @@ class DiversePruneSelector:
         self.base = InfoBatchSelector(epochs, prune_ratio=prune_ratio, delta=delta)
         self.fraction, self.eps = self.base.fraction, eps
 
-    def select_round(self, round):
-        base, record, epoch, generator = self.base, *round[:3]
+    def select_round(self, this):
+        base, record, epoch = self.base, this.record, this.epoch
+        generator = this.generator
         if (
             epoch >= base.delta * base.epochs
             or record.loss is None
             or record.embedding is None
             or record.target is None
         ):
-            return base.select_round(round)
+            return base.select_round(this)
         loss = record.loss.cpu()
         seen = torch.isfinite(loss)
         if not bool(seen.any()):
-            return base.select_round(round)
+            return base.select_round(this)
         well = (seen & (loss < loss[seen].mean())).numpy()
         labels = record.target.cpu().numpy()
         H = record.embedding.cpu().numpy()
