@@ -387,3 +387,38 @@ def test_without_torch_pruning_the_error_says_what_to_install(monkeypatch):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(ImportError, match=r"maxvol-kit\[prune\]"):
         prune_model(model, torch.zeros(2, 4), torch.zeros(8, 4), fraction=0.5)
+
+
+class _GroupedResidual(nn.Module):
+    """A ResNeXt-style block: grouped 3x3, pointwise conv, BatchNorm, skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.g = nn.Sequential(
+            nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.BatchNorm2d(16), nn.ReLU()
+        )
+        self.pw = nn.Sequential(nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.pw(self.g(h)))
+        return self.head(h.mean((2, 3)))
+
+
+def test_a_grouped_residual_block_prunes_every_group_and_runs():
+    pytest.importorskip("torch_pruning")
+    _seed(1)
+    model = _GroupedResidual()
+    x = torch.randn(64, 1, 8, 8)
+    pruned, report = prune_model(model, x[:2], x, fraction=0.5)
+    assert {entry["root"] for entry in report["groups"]} == {"pw.0", "g.0"}
+    for entry in report["groups"]:
+        kept = np.array(entry["kept"])
+        assert entry["channels_after"] == 8 == len(kept)
+        # four groups of four channels: the same two positions kept in each
+        assert len({tuple(block) for block in (kept.reshape(4, 2) % 4)}) == 1
+    assert pruned.g[0].groups == 4 and pruned.g[0].weight.shape == (8, 2, 3, 3)
+    assert pruned(x).shape == (64, 3)
+    assert report["parameters_after"] < report["parameters_before"]
