@@ -120,13 +120,14 @@ def _small_loop(A, tol, refine, max_iter):
     log_volume = np.empty(b, dtype=A.dtype)
     floor = max(n, r) * float(np.finfo(A.dtype).eps)
     for k in range(b):
-        idx, Ck, found = small.greedy_coefficients(A[k], floor)
+        idx, Ck, found, log_det = small.greedy_coefficients(A[k], floor)
         if found is not None:
             raise _rank_error(k, n, r)
+        gain = 0.0
         if refine:
-            n_iter[k], _ = small.swaps(Ck, idx, tol, max_iter)
+            n_iter[k], _, gain = small.swaps(Ck, idx, tol, max_iter)
         rows[k], C[k] = idx, Ck
-        log_volume[k] = small.log_abs_det(A[k][idx])
+        log_volume[k] = log_det + gain
     C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
     peak = np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
     return MaxVolResult(

@@ -226,16 +226,19 @@ def numerical_rank(A, backend):
     return A.shape[1]
 
 
-def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
+def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None, log_det=None):
     """Coefficients of a square selection, swapped to dominance if ``refine``.
 
     ``idx`` (host int64) is updated in place by the swaps; ``C``, if given,
-    is ``A A[idx]^-1`` already.
+    is ``A A[idx]^-1`` already, and ``log_det``, if given, ``log|det A[idx]|``
+    (the small path then tracks the volume through the swaps instead of
+    factoring the final rows).
     """
     C = coefficients(A, idx, backend) if C is None else C
     small_path = small.is_small(A, backend)
+    gain = 0.0
     if refine and small_path:
-        n_iter, value = small.swaps(C, idx, tol, max_iter)
+        n_iter, value, gain = small.swaps(C, idx, tol, max_iter)
     elif refine:
         n_iter, value = swap_to_dominance(C, idx, tol, max_iter, backend)
     else:
@@ -250,12 +253,16 @@ def certify(A, idx, tol, max_iter, backend, *, refine=True, C=None):
         )
     # The starts are full rank (greedy pivots above the rank floor, an LU or
     # user start checked by its singular values) and swaps only grow the volume.
-    sub = backend.xp.take(A, backend.indices(idx), axis=0)
+    if small_path and log_det is not None:
+        volume = log_det + gain  # each swap multiplies |det| by its |C_ij|
+    else:
+        sub = backend.xp.take(A, backend.indices(idx), axis=0)
+        volume = small.log_abs_det(sub) if small_path else log_volume(sub, backend)
     return MaxVolResult(
         indices=backend.indices(idx),
         n_iter=n_iter,
         converged=converged,
-        log_volume=small.log_abs_det(sub) if small_path else log_volume(sub, backend),
+        log_volume=volume,
         _coefficients=C,
     )
 
@@ -330,12 +337,13 @@ def maxvol(A, *, tol=1.05, max_iter=None, init="lu", start=None) -> MaxVolResult
     tol = check_tol(tol)
     r = A.shape[1]
     max_iter = _default_max_iter(max_iter, r)
-    idx, C = _start_rows(A, init, start, backend)
-    return in_caller_units(certify(A, idx, tol, max_iter, backend, C=C), e, r, backend)
+    idx, C, log_det = _start_rows(A, init, start, backend)
+    result = certify(A, idx, tol, max_iter, backend, C=C, log_det=log_det)
+    return in_caller_units(result, e, r, backend)
 
 
 def _start_rows(A, init, start, backend):
-    """The starting rows, and their coefficients when they came for free."""
+    """The starting rows, and their coefficients and log|det| when free."""
     n, r = A.shape
     if start is not None:
         idx = check_indices(start, name="start", n=n, size=r)
@@ -345,16 +353,16 @@ def _start_rows(A, init, start, backend):
                 "start selects a numerically singular submatrix A[start]; pass "
                 "rows that are linearly independent, or start=None."
             )
-        return idx, None
+        return idx, None, None
     if init == "greedy":
-        return greedy_volume(A, r, backend)[0], None
+        return greedy_volume(A, r, backend)[0], None, None
     if init != "lu":
         raise ValueError(f"init ({init!r}) must be 'lu' or 'greedy'.")
-    if small.is_small(A, backend):  # rows and C from one LU
-        idx, rcond, C = small.lu_coefficients(A)
+    if small.is_small(A, backend):  # rows, C and log|det| from one LU
+        idx, rcond, C, log_det = small.lu_coefficients(A)
         full_rank = rcond > rank_floor(A, backend)
     else:
-        (idx, _), C = backend.ops.lu_pivot_rows(A), None
+        (idx, _), C, log_det = backend.ops.lu_pivot_rows(A), None, None
         sub = backend.xp.take(A, backend.indices(idx), axis=0)
         full_rank = well_conditioned(singular_values(sub, backend), A, backend)
     # LU pivots are not rank-revealing: a start whose rows are not well
@@ -362,7 +370,7 @@ def _start_rows(A, init, start, backend):
     if not full_rank:
         found = numerical_rank(A, backend)
         if found == r:
-            return greedy_volume(A, r, backend)[0], None
+            return greedy_volume(A, r, backend)[0], None, None
         raise rank_deficient_error(
             "A",
             A.shape,
@@ -371,7 +379,7 @@ def _start_rows(A, init, start, backend):
             "select from an orthonormal basis of its range (e.g. the first "
             f"{found} left singular vectors), or call fast_maxvol(A, rank={found})",
         )
-    return idx.astype(np.int64), C
+    return idx.astype(np.int64), C, log_det
 
 
 def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
@@ -443,10 +451,12 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
     )
     # Picks and C from one QR.
     if k == r and small.is_small(A, backend, max_rows=small.QR_ROWS):
-        idx, C, found = small.greedy_coefficients(A, rank_floor(A, backend))
+        idx, C, found, log_det = small.greedy_coefficients(A, rank_floor(A, backend))
         if found is not None:
             raise _greedy_rank_error(A, found, k)
-        result = certify(A, idx, tol, 100 * k, backend, refine=refine, C=C)
+        result = certify(
+            A, idx, tol, 100 * k, backend, refine=refine, C=C, log_det=log_det
+        )
     else:
         idx, V = greedy_volume(A, k, backend)
         B = A if k == r else A @ V

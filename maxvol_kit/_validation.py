@@ -28,6 +28,8 @@ __all__ = [
 _SUPPORTED = ("float32", "float64")
 # max|A| in [2^-L, 2^L] needs no rescaling: an eighth of the exponent range.
 _SAFE_EXPONENT = {name: int(np.finfo(name).maxexp) // 8 for name in _SUPPORTED}
+# NumPy dtypes by name without ``dtype.name`` (Python code, ~5 us a call).
+_NUMPY_NAMES = {np.dtype(name): name for name in _SUPPORTED}
 
 
 class ConvergenceWarning(UserWarning):
@@ -135,7 +137,7 @@ def rescaled(A, backend):
 
 def _rescale(A, backend, peak):
     """:func:`rescaled` once ``peak = max|A|`` (finite) is known."""
-    limit = _SAFE_EXPONENT[_numpy_dtype(A).name]
+    limit = _SAFE_EXPONENT[_dtype_name(A)]
     if np.ndim(peak) == 0 and (peak == 0 or 2.0**-limit <= peak <= 2.0**limit):
         return A, 0  # nothing to do (most calls)
     _, e = np.frexp(peak)
@@ -167,7 +169,8 @@ def times_power_of_two(A, e, backend):
 
 def _dtype_name(A):
     """``"float64"`` for NumPy's, torch's and CuPy's float64 alike."""
-    return str(A.dtype).rsplit(".", 1)[-1]
+    name = _NUMPY_NAMES.get(A.dtype)  # NumPy and CuPy, the supported ones
+    return name if name is not None else str(A.dtype).rsplit(".", 1)[-1]
 
 
 def _numpy_dtype(A):

@@ -119,3 +119,33 @@ def test_a_dominant_start_needs_no_swaps_and_a_swap_start_is_certified():
     n_iter, value = swap_to_dominance(C, idx, 1.0 + 1e-12, 100, get_backend(C))
     assert n_iter >= 1 and value <= 1.0 + 1e-9
     np.testing.assert_allclose(np.abs(A @ np.linalg.inv(A[idx])).max(), value)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_swaps_update_c_in_place_and_track_the_volume(order, dtype):
+    # A poor start (the rows of smallest norm) needs many swaps; the tracked
+    # gain must equal the change of log|det| (slogdet oracle) and C the
+    # coefficients of the final rows, in the caller's array whatever its order.
+    A = gaussian(200, 10, 4, dtype=np.dtype(dtype))
+    idx = np.argsort(np.linalg.norm(A, axis=1))[:10].astype(np.int64)
+    start = idx.copy()
+    C = np.array(A @ np.linalg.inv(A[idx]), order=order)
+    n_iter, largest, gain = small.swaps(C, idx, 1.0 + 1e-6, 1000)
+    assert n_iter >= 5 and largest <= 1.0 + 1e-6
+    wide = A.astype(np.float64)
+    before = np.linalg.slogdet(wide[start])[1]
+    after = np.linalg.slogdet(wide[idx])[1]
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    assert gain == pytest.approx(after - before, rel=tol)
+    np.testing.assert_allclose(C, wide @ np.linalg.inv(wide[idx]), atol=tol)
+    np.testing.assert_array_equal(C[idx], np.eye(10))
+
+
+def test_maxvol_log_volume_is_log_det_of_its_rows_after_many_swaps():
+    A = gaussian(500, 16, 5)
+    res = maxvol(A, tol=1.0)
+    assert res.n_iter >= 5
+    assert res.log_volume == pytest.approx(
+        np.linalg.slogdet(A[res.indices])[1], rel=1e-12
+    )
