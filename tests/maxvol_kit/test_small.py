@@ -149,3 +149,36 @@ def test_maxvol_log_volume_is_log_det_of_its_rows_after_many_swaps():
     assert res.log_volume == pytest.approx(
         np.linalg.slogdet(A[res.indices])[1], rel=1e-12
     )
+
+
+@pytest.mark.parametrize("classical", [0, 1, 3])
+@pytest.mark.parametrize("start", ["lu", "greedy"])
+def test_classical_then_deferred_swaps_equal_either_engine_alone(
+    monkeypatch, classical, start
+):
+    # Below 2048 rows the deferred engine's swaps are the classical ones, so
+    # any hand-over point gives the same rows, swap count and volume.
+    import maxvol_kit._maxvol as mv
+
+    A = np.random.default_rng(5).standard_normal((1500, 12))  # 4 and 6 swaps
+
+    def call():
+        if start == "lu":
+            return maxvol(A, tol=1.0 + 1e-9)
+        return fast_maxvol(A, tol=1.0 + 1e-9)
+
+    monkeypatch.setattr(small, "SMALL", -1)  # no small path: certify's routing
+    alone = call()
+    assert alone.n_iter >= 4
+    monkeypatch.setattr(mv, "CLASSICAL_ENTRIES", -1)
+    monkeypatch.setattr(mv, "CLASSICAL_SWAPS", classical)
+    mixed = call()
+    np.testing.assert_array_equal(mixed.indices, alone.indices)
+    assert mixed.n_iter == alone.n_iter and mixed.converged
+    for res in (alone, mixed):
+        assert res.log_volume == pytest.approx(
+            np.linalg.slogdet(A[res.indices])[1], rel=1e-12
+        )
+        np.testing.assert_allclose(
+            res.coefficients, A @ np.linalg.inv(A[res.indices]), atol=1e-9
+        )
