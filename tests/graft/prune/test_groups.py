@@ -99,7 +99,8 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
     assert by_root["4"]["consumers"] == ["8"]
 
     # Oracle: prune_channels on each pair, in the order the groups were pruned,
-    # keeping the greedy-volume channels: the pivots of scipy's QR of A.
+    # keeping the output-weighted greedy-volume channels: the pivots of scipy's
+    # QR of A D, D the consumer's weight norm on each input channel.
     manual = copy.deepcopy(model)
     pairs = {"0": (0, 4, 1), "4": (4, 8, None)}
     for root in roots:
@@ -108,7 +109,9 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
         C, keep = by_root[root]["channels_before"], by_root[root]["channels_after"]
         A = acts.movedim(1, -1) if acts.ndim == 4 else acts.reshape(len(acts), C, -1)
         A = A.reshape(-1, C) if acts.ndim == 4 else A.transpose(1, 2).reshape(-1, C)
-        pivots = scipy.linalg.qr(A.numpy(), pivoting=True, mode="r")[1][:keep]
+        W = manual[j].weight.detach()
+        D = W.reshape(W.shape[0], C, -1).norm(dim=(0, 2))  # conv taps or positions
+        pivots = scipy.linalg.qr((A * D).numpy(), pivoting=True, mode="r")[1][:keep]
         bn = manual[b] if b is not None else None
         result = prune_channels(
             manual[i], manual[j], acts, keep=keep, batchnorm=bn, fold="lstsq",
@@ -422,3 +425,21 @@ def test_a_grouped_residual_block_prunes_every_group_and_runs():
     assert pruned.g[0].groups == 4 and pruned.g[0].weight.shape == (8, 2, 3, 3)
     assert pruned(x).shape == (64, 3)
     assert report["parameters_after"] < report["parameters_before"]
+
+
+def test_maxvol_leaves_out_a_channel_its_consumer_does_not_read():
+    # Channel 0 has by far the largest activations (the unweighted greedy
+    # volume's first pick) but the next layer gives it zero weight: it
+    # cannot matter to the outputs, so the output-weighted choice drops it.
+    pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3)).to(F64)
+    with torch.no_grad():
+        model[0].weight[0] *= 100
+        model[1].weight[:, 0] = 0
+    x = torch.randn(64, 6, dtype=F64)
+    acts = model[0](x).detach()
+    assert int(acts.norm(dim=0).argmax()) == 0
+    _, report = prune_model(model, x[:2], x, fraction=0.5, recalibrate=False)
+    (group,) = report["groups"]
+    assert 0 not in group["kept"] and len(group["kept"]) == 2
