@@ -209,12 +209,14 @@ def _swap_loop(C, idx, tol, max_iter):
     n_iter, r = 0, C.shape[1]
     (ger,) = _lapack(("ger",), C.dtype, blas=True)
     _unit_rows(C, idx)
-    size = np.empty_like(C)
     gain = 0.0
     while True:
-        np.abs(C, out=size)
-        i, j = divmod(int(size.argmax()), r)
-        largest = float(size[i, j])
+        # The largest |C_ij| from the largest and the smallest entry: two
+        # reading passes, no n x r temporary (C may be most of the memory).
+        high, low = int(C.argmax()), int(C.argmin())
+        p = high if C.flat[high] >= -C.flat[low] else low
+        i, j = divmod(p, r)
+        largest = abs(float(C[i, j]))
         if n_iter >= max_iter or not largest > tol:
             return n_iter, gain, largest
         pivot = C[i, j]
