@@ -275,7 +275,7 @@ def certify(
 # 100000 x 64). Beyond it a greedy start still takes up to
 # :data:`CLASSICAL_SWAPS` classical swaps first: it needs 0-3, and the
 # deferred engine's set-up costs more than they do (1,000,000 x 16, 3 swaps:
-# 53 against 149 ms).
+# 41 against 144 ms, with the largest |C_ij| found by argmax and argmin).
 CLASSICAL_ENTRIES = 1 << 20
 CLASSICAL_SWAPS = 8
 
