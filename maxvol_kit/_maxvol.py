@@ -288,7 +288,7 @@ def _swaps(C, idx, tol, max_iter, backend, few):
     left; ``log_gain`` (the sum of the swaps' ``log|C_ij|``) is None when the
     deferred engine ran.
     """
-    n_iter, value, gain = 0, None, 0.0
+    n_iter, gain = 0, 0.0
     if backend.name == "numpy":
         size = C.shape[0] * C.shape[1]
         cap = max_iter if size <= CLASSICAL_ENTRIES else CLASSICAL_SWAPS * few

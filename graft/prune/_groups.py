@@ -200,15 +200,28 @@ def _group_factor(model, consumers, data, max_samples):
 def _input_norms(module, P):
     """``||W[:, inputs of channel c]||`` for each channel ``c`` of ``P`` (C,)."""
     W = module.weight.detach().to(torch.float64).cpu()
-    C, S = P.shape
+    C = P.shape[0]
     if _grouped(module):  # output group G reads inputs G s .. G s + s - 1
         s, og = W.shape[1], W.shape[0] // module.groups
         inputs = P[:, 0]
         norms = [torch.linalg.vector_norm(W[i // s * og : (i // s + 1) * og, i % s])
                  for i in inputs]  # fmt: skip
         return np.array([float(x) for x in norms])
-    blocks = W[:, torch.as_tensor(P.reshape(-1))].reshape(W.shape[0], C, S, -1)
-    return torch.linalg.vector_norm(blocks, dim=(0, 2, 3)).numpy()
+    blocks = _input_blocks(W, module, P).reshape(W.shape[0], C, -1)
+    return torch.linalg.vector_norm(blocks, dim=(0, 2)).numpy()
+
+
+def _input_blocks(W, module, P):
+    """``W``'s input columns of each channel of ``P``, float64: (out, C, ...).
+
+    ``(out, C, S)`` for a ``Linear`` (``S`` flattened positions per channel),
+    ``(out, C, kh, kw)`` for a convolution (``S = 1``).
+    """
+    C, S = P.shape
+    blocks = W[:, torch.as_tensor(P.reshape(-1), device=W.device)]
+    if isinstance(module, nn.Linear):
+        blocks = blocks.reshape(W.shape[0], C, S)
+    return blocks.to(torch.float64)
 
 
 def _fold_consumer(module, P, J, T):
@@ -217,14 +230,8 @@ def _fold_consumer(module, P, J, T):
         _fold_grouped(module, J, T)
         return
     W = module.weight.detach()
-    C, S = P.shape
-    flat = torch.as_tensor(P.reshape(-1), device=W.device)
-    if isinstance(module, nn.Linear):
-        blocks = W[:, flat].reshape(W.shape[0], C, S).to(torch.float64)
-    else:
-        blocks = W[:, flat].to(torch.float64)  # (out, C, kh, kw), S = 1
     T = torch.as_tensor(T, dtype=torch.float64, device=W.device)
-    folded = torch.einsum("oc...,jc->oj...", blocks, T)
+    folded = torch.einsum("oc...,jc->oj...", _input_blocks(W, module, P), T)
     kept = torch.as_tensor(P[J].reshape(-1), device=W.device)
     with torch.no_grad():
         module.weight[:, kept] = folded.reshape(W.shape[0], -1, *W.shape[2:]).to(
