@@ -73,6 +73,9 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     >>> bool((res.indices[3] == fast_maxvol(A[3]).indices).all())
     True
     """
+    hosted = small.on_host(maxvol_batched, A, tol=tol, refine=refine, max_iter=max_iter)
+    if hosted is not None:
+        return hosted
     A, backend, e = check_stack(A)
     tol = check_tol(tol)
     refine = check_flag(refine, name="refine")

@@ -57,24 +57,31 @@ def is_small(A, backend, *, max_rows=None):
 
 
 def on_host(func, A, **kwargs):
-    """``func(A)`` through NumPy for a small 2-D torch CPU tensor, else None.
+    """``func(A)`` through NumPy for a small torch CPU problem, else None.
 
-    A CPU tensor shares its memory with ``A.numpy()``, so the small path
-    costs no copy; the result's indices and coefficients come back as
-    tensors (int64 and the input's dtype), as the torch path returns them.
+    A 2-D tensor of at most :data:`SMALL` entries, or a 3-D stack of problems
+    the small geqp3 path takes (at most :data:`QR_ROWS` rows each). A CPU
+    tensor shares its memory with ``A.numpy()``, so this costs no copy; the
+    result's arrays come back as tensors (indices int64, coefficients and
+    volumes in the input's dtype), as the torch path returns them.
     """
     torch = sys.modules.get("torch")
-    if torch is None or not isinstance(A, torch.Tensor):
+    if torch is None or not isinstance(A, torch.Tensor) or A.device.type != "cpu":
         return None
-    if A.device.type != "cpu" or A.ndim != 2 or A.numel() > SMALL:
-        return None
-    if A.dtype not in (torch.float32, torch.float64) or A.is_sparse:
+    if A.ndim == 2:
+        small = A.numel() <= SMALL
+    else:  # a stack: the loop of small problems beats torch's stacked steps
+        small = A.ndim == 3 and A.shape[1] <= QR_ROWS and A[0].numel() <= SMALL
+    if not small or A.dtype not in (torch.float32, torch.float64) or A.is_sparse:
         return None  # the torch path has the errors for these
     result = func(A.detach().numpy(), **kwargs)
+    arrays = {
+        name: torch.from_numpy(getattr(result, name))
+        for name in ("indices", "n_iter", "converged", "log_volume")
+        if isinstance(getattr(result, name), np.ndarray)  # a stack's (b,) fields
+    }
     return dataclasses.replace(
-        result,
-        indices=torch.from_numpy(result.indices),
-        _coefficients=torch.from_numpy(result.coefficients),
+        result, **arrays, _coefficients=torch.from_numpy(result.coefficients)
     )
 
 

@@ -148,12 +148,18 @@ def test_batched_equals_one_call_per_problem(backend, A, refine, tol):
         )
 
 
-def test_batched_every_problem_dominant_at_scale(backend):
+@pytest.mark.parametrize("stacked", [False, True], ids=["small-path", "stacked"])
+def test_batched_every_problem_dominant_at_scale(backend, stacked, monkeypatch):
     # Problems stop swapping at different rounds, so the working set shrinks
     # several times; each problem must still end as its own fast_maxvol call.
+    # "stacked": the stacked steps of every backend (on the CPU a stack of
+    # small problems goes through the small path problem by problem).
     _, to = backend
     A = np.random.default_rng(0).standard_normal((64, 128, 32))
-    res = maxvol_batched(to(A))
+    with monkeypatch.context() as patch:
+        if stacked:
+            patch.setattr("maxvol_kit._small.QR_ROWS", 0)
+        res = maxvol_batched(to(A))
     idx, C = to_numpy(res.indices), to_numpy(res.coefficients)
     n_iter = to_numpy(res.n_iter)
     assert to_numpy(res.converged).all()

@@ -369,3 +369,22 @@ def test_groups_are_the_rows_of_each_label_in_order():
     assert classes.tolist() == [-2, 0, 3, 7] and counts.tolist() == [2, 2, 3, 1]
     for c, rows in zip(classes, groups, strict=True):
         assert rows.tolist() == np.flatnonzero(labels == c).tolist()
+
+
+def test_maxvol_rows_of_the_leverage_pool_keep_the_volume_of_all_rows():
+    from maxvol_kit import maxvol
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        Z = rng.standard_normal((4000, 10)).astype(np.float32)
+        lev = np.einsum("ij,ij->i", Z, Z)
+        rows = rounds._maxvol_rows(Z, lev)
+        assert len(set(rows.tolist())) == 10
+        pooled = np.linalg.slogdet(Z[rows].astype(np.float64))[1]
+        # the certified local maximum over all 4000 rows (|C| <= 1.05)
+        assert pooled >= maxvol(Z.astype(np.float64)).log_volume - 0.5
+    small = rng.standard_normal((100, 10)).astype(np.float32)  # 100 <= POOL * 10
+    lev = np.einsum("ij,ij->i", small, small)
+    rows = rounds._maxvol_rows(small, lev)  # every row a candidate: dominant
+    coefficients = small.astype(np.float64) @ np.linalg.inv(small[rows].astype(float))
+    assert np.abs(coefficients).max() <= 1.05 + 1e-6
