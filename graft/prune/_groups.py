@@ -177,24 +177,39 @@ def _inputs_matrix(X, module, P):
     return X.reshape(-1, C, S).transpose(1, 2).reshape(-1, C)
 
 
-def _group_factor(model, consumers, data, max_samples):
-    """``R`` of the consumers' stacked inputs and ``R_w`` of them weighted.
+def _group_factor(model, consumers, data, max_samples, reference, names):
+    """``R`` of the consumers' stacked inputs, ``R_w`` of them weighted, ``R_t``.
 
     ``R_w`` scales each consumer's columns by the norm of the consumer's
     weights on that channel (:func:`_input_norms`): a channel the consumers
-    barely read matters little to their outputs. Both float64, numpy.
+    barely read matters little to their outputs. ``[R, R_t]`` is a factor of
+    ``[A, A_ref]``, ``A`` the consumers' inputs in the model pruned so far
+    and ``A_ref`` the same inputs in ``reference``, the model before pruning,
+    so the fold ``min ||R[:, J] T - R_t||`` also makes up for the error the
+    groups pruned before left in these inputs (He et al., "Channel pruning
+    for accelerating very deep neural networks", ICCV 2017). Where those
+    groups changed a consumer's inputs themselves (a concatenation), its
+    target is ``A``. All float64, numpy.
     """
     factors, weighted = [], []
     for module, P in consumers:
         X = collect_activations(model, module, data, max_samples=max_samples)
-        factors.append(_triangular_factor(_inputs_matrix(X, module, P)))
-        weighted.append(factors[-1] * _input_norms(module, P))
+        A = target = _inputs_matrix(X, module, P)
+        original = reference.get_submodule(names[module])
+        X_ref = collect_activations(reference, original, data, max_samples=max_samples)
+        if X_ref.shape == X.shape:
+            target = _inputs_matrix(X_ref, original, P).to(A.dtype)
+        C = A.shape[1]
+        F = _triangular_factor(torch.cat([A, target], dim=1))
+        factors.append(F)
+        weighted.append(F[:, :C] * _input_norms(module, P))
     if len(factors) == 1:
-        return factors[0], weighted[0]
-    return (
-        np.linalg.qr(np.vstack(factors))[1],
-        np.linalg.qr(np.vstack(weighted))[1],
-    )
+        F, W = factors[0], weighted[0]
+    else:
+        F = np.linalg.qr(np.vstack(factors))[1]
+        W = np.linalg.qr(np.vstack(weighted))[1]
+    C = F.shape[1] // 2
+    return F[:, :C], W, F[:, C:]
 
 
 def _input_norms(module, P):
@@ -296,17 +311,27 @@ def _choose(select, group, R, keep, period=1):
     return np.concatenate([G * s + local for G in range(period)])
 
 
-def _block_coefficients(R, J, fold, period):
-    """``T`` (keep, C) of the fold, block diagonal over ``period`` blocks."""
+def _block_coefficients(R, J, fold, period, R_t):
+    """``T`` (keep, C) of the fold, block diagonal over ``period`` blocks.
+
+    The least-squares fold fits the target ``R_t`` (see :func:`_group_factor`);
+    the others interpolate ``R``.
+    """
     C, keep = R.shape[1], len(J)
     if period == 1:
-        return _coefficients(R, J, fold, C)
+        return _fit(R, J, fold, C, R_t)
     s, kl = C // period, keep // period
     T = np.zeros((keep, C))
     for G in range(period):
         cols = slice(G * s, (G + 1) * s)
-        T[G * kl : (G + 1) * kl, cols] = _coefficients(R[:, cols], J[:kl], fold, s)
+        T[G * kl : (G + 1) * kl, cols] = _fit(R[:, cols], J[:kl], fold, s, R_t[:, cols])
     return T
+
+
+def _fit(R, J, fold, C, R_t):
+    if fold == "lstsq":  # min ||A[:, J] T - A_ref||_F, minimum norm
+        return np.linalg.lstsq(R[:, J], R_t, rcond=None)[0]
+    return _coefficients(R, J, fold, C)
 
 
 def recalibrate_batchnorm(
@@ -453,7 +478,10 @@ def prune_model(
     fold : {"lstsq", "interpolative", "none"}, default="lstsq"
         As in :func:`graft.prune_channels`, for every consumer of the group;
         least squares is the default here (it measured better than the
-        interpolative fold on the benchmark's models).
+        interpolative fold on the benchmark's models), and it fits the kept
+        channels to what the consumers read in ``model`` before pruning, so
+        that each group, pruned from the input on, also makes up for the
+        error of the groups before it.
     ignored_layers : sequence of str, default=()
         Names of layers whose output channels stay.
     held_out : Tensor or iterable of batches, optional
@@ -539,8 +567,10 @@ def prune_model(
     groups = graph.get_all_groups(
         ignored_layers=ignored, root_module_types=(nn.Conv2d, nn.Linear)
     )
-    options = {"fraction": fraction, "select": select, "fold": fold}
-    for group in groups:
+    options = {"fraction": fraction, "select": select, "fold": fold,
+               "reference": model}  # fmt: skip
+    for root in _forward_order(groups, pruned, example_inputs):
+        group = _current_group(graph, root)
         entry = _prune_group(graph, group, pruned, names, data, max_samples, **options)
         if entry is not None:
             _check_runs(pruned, example_inputs, entry["root"])
@@ -562,8 +592,52 @@ def prune_model(
     return pruned, report
 
 
+def _current_group(graph, root):
+    """The group of all of ``root``'s output channels as the model is now.
+
+    Fetched when its turn comes: a group listed before others were pruned
+    holds stale indices where they meet (a concatenation).
+    """
+    pruner = graph.get_pruner_of_module(root)
+    channels = list(range(pruner.get_out_channels(root)))
+    return graph.get_pruning_group(root, pruner.prune_out_channels, channels)
+
+
+def _forward_order(groups, model, example_inputs):
+    """The root layers of ``groups`` in the order they first run on ``example_inputs``.
+
+    Upstream groups first, so that each fold can make up for the error of
+    those before it (:func:`_group_factor`); torch-pruning lists them from
+    the output. On a small ResNet at 75 % removed this took the drop without
+    fine-tuning from 62-66 to 29-34 points.
+    """
+    roots, seen = [group[0].dep.target.module for group in groups], {}
+
+    def note(module, args):
+        seen.setdefault(module, len(seen))
+
+    hooks = [m.register_forward_pre_hook(note) for m in roots]
+    try:
+        with torch.no_grad(), _evaluating(model):
+            model(_on_device(example_inputs, model))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sorted(roots, key=lambda root: seen.get(root, len(roots)))
+
+
 def _prune_group(
-    graph, group, model, names, data, max_samples, *, fraction, select, fold
+    graph,
+    group,
+    model,
+    names,
+    data,
+    max_samples,
+    *,
+    fraction,
+    select,
+    fold,
+    reference,
 ):
     """Prune one group in place; its report entry, or None if it stays."""
     consumers = _consumers(group, graph, names)
@@ -572,11 +646,11 @@ def _prune_group(
     keep = period * max(1, math.floor(fraction * C / period + 0.5))
     if not consumers or keep == C:
         return None
-    R, R_w = _group_factor(model, consumers, data, max_samples)
+    R, R_w, R_t = _group_factor(model, consumers, data, max_samples, reference, names)
     J = _choose(select, group, R_w, keep, period)
-    T = _block_coefficients(R, J, fold, period)
-    norm = np.linalg.norm(R)
-    residual = float(np.linalg.norm(R - R[:, J] @ T) / norm) if norm else 0.0
+    T = _block_coefficients(R, J, fold, period, R_t)
+    norm = np.linalg.norm(R_t)
+    residual = float(np.linalg.norm(R_t - R[:, J] @ T) / norm) if norm else 0.0
     for module, P in consumers:
         _fold_consumer(module, P, J, T)
     root, handler = group[0].dep.target.module, group[0].dep.handler

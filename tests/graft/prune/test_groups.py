@@ -82,6 +82,13 @@ def _duplicate_outputs(*modules, half):
                     tensor[half:] = tensor[:half]
 
 
+def _channel_columns(acts, C):
+    """A consumer's inputs as a (rows, C) matrix: positions or taps as rows."""
+    if acts.ndim == 4:
+        return acts.movedim(1, -1).reshape(-1, C)
+    return acts.reshape(len(acts), C, -1).transpose(1, 2).reshape(-1, C)
+
+
 def test_a_chain_prunes_as_the_pairs_by_hand():
     pytest.importorskip("torch_pruning")
     model = _chain()
@@ -93,22 +100,23 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     roots = [g["root"] for g in report["groups"]]
-    assert sorted(roots) == ["0", "4"]  # the classifier's outputs stay
+    assert roots == ["0", "4"]  # upstream first; the classifier's outputs stay
     by_root = {g["root"]: g for g in report["groups"]}
     assert by_root["0"]["layers"] == ["0", "1", "4"]  # BatchNorm found, not passed
     assert by_root["4"]["consumers"] == ["8"]
 
-    # Oracle: prune_channels on each pair, in the order the groups were pruned,
-    # keeping the output-weighted greedy-volume channels: the pivots of scipy's
-    # QR of A D, D the consumer's weight norm on each input channel.
+    # Oracle: prune_channels on each pair, from the input on, keeping the
+    # output-weighted greedy-volume channels (the pivots of scipy's QR of A D,
+    # D the consumer's weight norm on each input channel). The first pair's
+    # least-squares fold is prune_channels'; the second's fits the kept inputs
+    # of the pruned model to the inputs layer 8 had before any pruning.
     manual = copy.deepcopy(model)
     pairs = {"0": (0, 4, 1), "4": (4, 8, None)}
     for root in roots:
         i, j, b = pairs[root]
         acts = collect_activations(manual, str(j), x)
         C, keep = by_root[root]["channels_before"], by_root[root]["channels_after"]
-        A = acts.movedim(1, -1) if acts.ndim == 4 else acts.reshape(len(acts), C, -1)
-        A = A.reshape(-1, C) if acts.ndim == 4 else A.transpose(1, 2).reshape(-1, C)
+        A = _channel_columns(acts, C)
         W = manual[j].weight.detach()
         D = W.reshape(W.shape[0], C, -1).norm(dim=(0, 2))  # conv taps or positions
         pivots = scipy.linalg.qr((A * D).numpy(), pivoting=True, mode="r")[1][:keep]
@@ -120,6 +128,14 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
         manual[i], manual[j] = result.layer, result.next_layer
         if b is not None:
             manual[b] = result.batchnorm
+        if root == "4":
+            target = _channel_columns(collect_activations(model, str(j), x), C)
+            J = result.channels  # the pruned layer's outputs, in their order
+            T = np.linalg.lstsq(A[:, J].numpy(), target.numpy(), rcond=None)[0]
+            folded = torch.einsum("ocs,jc->ojs", W.reshape(W.shape[0], C, -1),
+                                  torch.as_tensor(T))  # fmt: skip
+            with torch.no_grad():
+                manual[j].weight.copy_(folded.reshape(W.shape[0], -1))
         assert result.channels.tolist() == by_root[root]["kept"]
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), manual(x))
