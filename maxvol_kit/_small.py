@@ -68,12 +68,16 @@ def on_host(func, A, **kwargs):
     torch = sys.modules.get("torch")
     if torch is None or not isinstance(A, torch.Tensor) or A.device.type != "cpu":
         return None
+    if A.dtype not in (torch.float32, torch.float64) or A.is_sparse:
+        return None  # the torch path has the errors for these
     if A.ndim == 2:
         small = A.numel() <= SMALL
     else:  # a stack: the loop of small problems beats torch's stacked steps
-        small = A.ndim == 3 and A.shape[1] <= QR_ROWS and A[0].numel() <= SMALL
-    if not small or A.dtype not in (torch.float32, torch.float64) or A.is_sparse:
-        return None  # the torch path has the errors for these
+        small = (
+            A.ndim == 3 and A.shape[1] <= QR_ROWS and A.shape[1] * A.shape[2] <= SMALL
+        )
+    if not small:
+        return None
     result = func(A.detach().numpy(), **kwargs)
     arrays = {
         name: torch.from_numpy(getattr(result, name))

@@ -189,6 +189,16 @@ def test_batched_bad_input(A, error, match):
         maxvol_batched(A)
 
 
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((0, 5, 3), "is empty"), ((2, 3, 5), "fewer rows than columns"), ((5, 3), "3-D")],
+)
+def test_batched_bad_torch_stacks_get_the_same_errors(shape, match):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=match):
+        maxvol_batched(torch.ones(shape, dtype=torch.float64))
+
+
 def test_batched_names_the_rank_deficient_problem():
     A = np.random.default_rng(0).standard_normal((3, 20, 4))
     A[2, :, 3] = A[2, :, 0]
