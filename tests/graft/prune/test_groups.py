@@ -5,7 +5,6 @@ import sys
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -89,6 +88,20 @@ def _channel_columns(acts, C):
     return acts.reshape(len(acts), C, -1).transpose(1, 2).reshape(-1, C)
 
 
+def _greedy_by_lstsq(A, B, keep):
+    """Forward selection by brute force: ``keep`` columns of ``A`` fitting ``B``."""
+    picked = []
+    for _ in range(keep):
+        left = [c for c in range(A.shape[1]) if c not in picked]
+        errors = []
+        for c in left:
+            cols = A[:, [*picked, c]]
+            fit = np.linalg.lstsq(cols, B, rcond=None)[0]
+            errors.append(np.linalg.norm(B - cols @ fit))
+        picked.append(left[int(np.argmin(errors))])
+    return np.array(picked)
+
+
 def test_a_chain_prunes_as_the_pairs_by_hand():
     pytest.importorskip("torch_pruning")
     model = _chain()
@@ -106,10 +119,11 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
     assert by_root["4"]["consumers"] == ["8"]
 
     # Oracle: prune_channels on each pair, from the input on, keeping the
-    # output-weighted greedy-volume channels (the pivots of scipy's QR of A D,
-    # D the consumer's weight norm on each input channel). The first pair's
-    # least-squares fold is prune_channels'; the second's fits the kept inputs
-    # of the pruned model to the inputs layer 8 had before any pruning.
+    # channels a plain greedy loop picks (each the one whose addition leaves
+    # the smallest least-squares residual of A_0 D, A_0 the consumer's inputs
+    # before any pruning, D its weight norm on each input channel). The first
+    # pair's fold is prune_channels'; the second's fits the kept inputs of the
+    # pruned model to A_0.
     manual = copy.deepcopy(model)
     pairs = {"0": (0, 4, 1), "4": (4, 8, None)}
     for root in roots:
@@ -119,7 +133,8 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
         A = _channel_columns(acts, C)
         W = manual[j].weight.detach()
         D = W.reshape(W.shape[0], C, -1).norm(dim=(0, 2))  # conv taps or positions
-        pivots = scipy.linalg.qr((A * D).numpy(), pivoting=True, mode="r")[1][:keep]
+        target = _channel_columns(collect_activations(model, str(j), x), C)
+        pivots = _greedy_by_lstsq(A.numpy(), (target * D).numpy(), keep)
         bn = manual[b] if b is not None else None
         result = prune_channels(
             manual[i], manual[j], acts, keep=keep, batchnorm=bn, fold="lstsq",
@@ -129,7 +144,6 @@ def test_a_chain_prunes_as_the_pairs_by_hand():
         if b is not None:
             manual[b] = result.batchnorm
         if root == "4":
-            target = _channel_columns(collect_activations(model, str(j), x), C)
             J = result.channels  # the pruned layer's outputs, in their order
             T = np.linalg.lstsq(A[:, J].numpy(), target.numpy(), rcond=None)[0]
             folded = torch.einsum("ocs,jc->ojs", W.reshape(W.shape[0], C, -1),
@@ -443,7 +457,7 @@ def test_a_grouped_residual_block_prunes_every_group_and_runs():
     assert report["parameters_after"] < report["parameters_before"]
 
 
-def test_maxvol_leaves_out_a_channel_its_consumer_does_not_read():
+def test_a_channel_its_consumer_does_not_read_is_left_out():
     # Channel 0 has by far the largest activations (the unweighted greedy
     # volume's first pick) but the next layer gives it zero weight: it
     # cannot matter to the outputs, so the output-weighted choice drops it.
