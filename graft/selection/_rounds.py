@@ -351,10 +351,13 @@ def _maxvol_rows(Z, lev):
     quarter of the time (0.11 against 0.44 ms at 4000 x 15).
     """
     size = POOL * Z.shape[1]
-    if size >= len(Z):
-        return fast_maxvol(Z).indices
-    pool = np.argpartition(-lev, size - 1)[:size]
-    return pool[fast_maxvol(Z[pool]).indices]
+    if size < len(Z):
+        pool = np.argpartition(-lev, size - 1)[:size]
+        try:
+            return pool[fast_maxvol(Z[pool]).indices]
+        except ValueError:  # the pool spans fewer directions than Z: all rows
+            pass
+    return fast_maxvol(Z).indices
 
 
 def _mean(H):

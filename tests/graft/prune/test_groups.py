@@ -2,6 +2,7 @@
 
 import copy
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -473,3 +474,45 @@ def test_a_channel_its_consumer_does_not_read_is_left_out():
     _, report = prune_model(model, x[:2], x, fraction=0.5, recalibrate=False)
     (group,) = report["groups"]
     assert 0 not in group["kept"] and len(group["kept"]) == 2
+
+
+def test_a_shuffled_loader_prunes_as_the_tensor_of_its_samples():
+    # The fold pairs the pruned and the unpruned model's inputs sample by
+    # sample: the batches are read once, so a shuffled loader is as good as
+    # the tensor (same channels, same fold).
+    pytest.importorskip("torch_pruning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = _chain()
+    x = torch.randn(256, 1, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(2))
+    loader = DataLoader(TensorDataset(x), batch_size=32, shuffle=True)
+    options = {"fraction": 0.5, "recalibrate": False}  # its batch statistics differ
+    _, from_tensor = prune_model(model, x[:2], x, **options)
+    _, from_loader = prune_model(model, x[:2], loader, **options)
+    for a, b in zip(from_tensor["groups"], from_loader["groups"], strict=True):
+        assert a["kept"] == b["kept"]
+        assert a["residual"] == pytest.approx(b["residual"], rel=1e-6)
+
+
+def test_select_maxvol_names_its_replacement():
+    pytest.importorskip("torch_pruning")
+    model = _chain()
+    x = torch.randn(8, 1, 8, 8, dtype=F64)
+    with pytest.raises(ValueError, match="select='residual'"):
+        prune_model(model, x[:2], x, fraction=0.5, select="maxvol")
+
+
+def test_a_dead_channel_prunes_without_warnings():
+    # A channel that is zero on every sample (a dead ReLU) adds nothing to
+    # the fit and is dropped, without 0/0 along the way.
+    pytest.importorskip("torch_pruning")
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).to(F64)
+    with torch.no_grad():
+        model[0].weight[0] = 0
+        model[0].bias[0] = -1
+    x = torch.randn(64, 6, dtype=F64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, report = prune_model(model, x[:2], x, fraction=0.75, recalibrate=False)
+    (group,) = report["groups"]
+    assert 0 not in group["kept"] and len(group["kept"]) == 3

@@ -388,3 +388,17 @@ def test_maxvol_rows_of_the_leverage_pool_keep_the_volume_of_all_rows():
     rows = rounds._maxvol_rows(small, lev)  # every row a candidate: dominant
     coefficients = small.astype(np.float64) @ np.linalg.inv(small[rows].astype(float))
     assert np.abs(coefficients).max() <= 1.05 + 1e-6
+
+
+def test_maxvol_rows_when_the_largest_leverages_span_fewer_directions():
+    # 400 outliers with large leverage, all zero in the first two coordinates:
+    # the pool of the largest leverages has rank r - 2, all rows have rank r.
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((3000, 20))
+    Z[:400, :2] = 0
+    Z[:400, 2:] *= 10
+    lev = np.einsum("ij,ij->i", Z, Z)
+    assert np.linalg.matrix_rank(Z[np.argsort(-lev)[: rounds.POOL * 20]]) < 20
+    rows = rounds._maxvol_rows(Z, lev)
+    coefficients = Z @ np.linalg.inv(Z[rows])
+    assert np.abs(coefficients).max() <= 1.05 + 1e-9
