@@ -145,8 +145,8 @@ def graft_round(
     needs more samples), or to their size (``"size"``), or equally
     (``"equal"``). In each class: the top principal directions of its
     centred embeddings, as many as the relative residual ``eps`` needs (at
-    most the budget); the Fast MaxVol rows of those coordinates, kept for
-    sure; the rest of the budget drawn without replacement with probability
+    most the budget); the Fast MaxVol rows of those coordinates (among the
+    ``16 r`` rows of largest leverage), kept for sure; the rest of the budget drawn without replacement with probability
     ``mix`` times leverage in those directions plus ``1 - mix`` uniform.
     Near-duplicates share their leverage, so they are drawn about as often as
     one sample. Weights are the inverse inclusion probabilities, rescaled to
