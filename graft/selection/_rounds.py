@@ -146,8 +146,9 @@ def graft_round(
     (``"equal"``). In each class: the top principal directions of its
     centred embeddings, as many as the relative residual ``eps`` needs (at
     most the budget); the Fast MaxVol rows of those coordinates (among the
-    ``16 r`` rows of largest leverage), kept for sure; the rest of the budget drawn without replacement with probability
-    ``mix`` times leverage in those directions plus ``1 - mix`` uniform.
+    ``16 r`` rows of largest leverage), kept for sure; the rest of the
+    budget drawn without replacement with probability ``mix`` times
+    leverage in those directions plus ``1 - mix`` uniform.
     Near-duplicates share their leverage, so they are drawn about as often as
     one sample. Weights are the inverse inclusion probabilities, rescaled to
     mean 1 within each class (``weighting="class"``: each class weighs what
