@@ -18,6 +18,11 @@ data's final accuracy minus 0.5 point (as a ratio of full data's). Writes
 
     python benchmarks/selection_bench.py [--model mlp] [--epochs 8] [--seeds 3]
                                          [--train-size N] [--out docs/benchmarks]
+
+With ``--lr-grid 0.001,0.002,...`` it fits the peak learning rate instead:
+the final test accuracy of each arm (``--arms``, default full data) at each
+rate in each regime, a table of them (``graft run``'s default ``--lr`` is the
+rate that table favours).
 """
 
 from __future__ import annotations
@@ -144,7 +149,7 @@ ARMS = (
 )
 
 
-def _args(opts):
+def _args(opts, lr=None):
     argv = [
         "run",
         "--model",
@@ -155,6 +160,9 @@ def _args(opts):
         str(opts.fraction),
         "--quiet",
     ]
+    lr = lr if lr is not None else getattr(opts, "lr", None)
+    if lr is not None:
+        argv += ["--lr", str(lr)]
     return build_parser().parse_args(argv)
 
 
@@ -225,13 +233,75 @@ def regime_rows(opts, regime):
     return rows
 
 
+def lr_rows(opts, regime, lrs, arms=("full",)):
+    """Each arm's final test accuracy per peak learning rate (``--seeds`` runs each)."""
+    train, test, info = load_dataset(
+        opts.dataset, train_size=opts.train_size, **REGIMES[regime]
+    )
+    rows = []
+    for arm in arms:
+        for lr in lrs:
+            args = _args(opts, lr)
+            acc = [
+                run_one(args, arm, seed, train, test, info, lambda *a: None)[
+                    "test_accuracy"
+                ]
+                for seed in range(opts.seeds)
+            ]
+            print(
+                f"{regime:16s} {arm:10s} lr {lr:g}: {100 * statistics.mean(acc):.2f}%",
+                flush=True,
+            )
+            rows.append({"regime": regime, "arm": arm, "lr": lr, "accuracy": acc})
+    return rows
+
+
+def lr_table(rows, opts):
+    """Regimes and arms down, learning rates across; each arm's best mean in bold.
+
+    An arm's best rate is the one with the highest accuracy averaged over the
+    regimes (its ``mean`` row).
+    """
+    lrs = list(dict.fromkeys(r["lr"] for r in rows))
+    regimes = list(dict.fromkeys(r["regime"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    mean = {
+        (r["regime"], r["arm"], r["lr"]): 100 * statistics.mean(r["accuracy"])
+        for r in rows
+    }
+    lines = [
+        f"Measured with `python benchmarks/selection_bench.py --lr-grid "
+        f"{','.join(f'{lr:g}' for lr in lrs)} --arms {','.join(arms)} --seeds "
+        f"{opts.seeds}` ({opts.model}, {opts.epochs} epochs, fraction {opts.fraction}, "
+        "cosine schedule, Adam); final test accuracy %, mean over the seeds; each "
+        "arm's best rate over the regimes in bold.\n",
+        "| regime | arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+        "|---|---|" + "---|" * len(lrs),
+    ]
+    for arm in arms:
+        overall = {lr: statistics.mean(mean[g, arm, lr] for g in regimes) for lr in lrs}
+        best = max(lrs, key=overall.get)
+        for g in [*regimes, "mean"]:
+            cells = [overall[lr] if g == "mean" else mean[g, arm, lr] for lr in lrs]
+            lines.append(
+                f"| {g} | {arm} | "
+                + " | ".join(
+                    f"**{c:.2f}**" if lr == best else f"{c:.2f}"
+                    for lr, c in zip(lrs, cells, strict=True)
+                )
+                + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def table(rows, opts):
     head = (
         f"Measured with `python benchmarks/selection_bench.py --model {opts.model} "
         f"--epochs {opts.epochs} --seeds {opts.seeds}"
         + (f" --train-size {opts.train_size}" if opts.train_size else "")
-        + f"` on {opts.dataset}, fraction {opts.fraction}, 2 threads; "
-        "mean +- sd over the seeds.\n\n"
+        + (f" --lr {opts.lr:g}" if opts.lr is not None else "")
+        + f"` on {opts.dataset}, fraction {opts.fraction}, 2 threads, Adam with "
+        f"peak learning rate {_args(opts).lr:g}; mean +- sd over the seeds.\n\n"
         "| regime | arm | data share | test accuracy % | at GRAFT's time % | "
         "wall s | selecting | time to full - 0.5 pt |\n"
         "|---|---|---|---|---|---|---|---|\n"
@@ -289,8 +359,19 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=None)
     parser.add_argument("--regimes", default=",".join(REGIMES))
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument(
+        "--arms", default=None, help="comma-separated (all; with --lr-grid: full)"
+    )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate (graft run's)"
+    )
+    parser.add_argument(
+        "--lr-grid",
+        default=None,
+        help="comma-separated peak learning rates: a table of the arms' final "
+        "accuracy at each",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--table",
@@ -300,7 +381,19 @@ def main(argv=None):
     opts = parser.parse_args(argv)
     suffix = f"-{opts.table}" if opts.table else ""
     torch.set_num_threads(opts.threads)
+    if opts.lr_grid:
+        lrs = [float(x) for x in opts.lr_grid.split(",")]
+        rows = []
+        for regime in opts.regimes.split(","):
+            rows.extend(lr_rows(opts, regime, lrs, (opts.arms or "full").split(",")))
+        text = lr_table(rows, opts)
+        print(text)
+        if opts.out:
+            page = Path(__file__).resolve().parents[1] / "docs" / "selection.md"
+            update_page(page, f"selection-table-{opts.model}-lr", text)
+        return
     rows = []
+    opts.arms = opts.arms or ",".join(ARMS)
     for regime in opts.regimes.split(","):
         rows.extend(regime_rows(opts, regime))
     text = table(rows, opts)

@@ -60,6 +60,8 @@ def _args(fraction, mode, epochs, refresh_every):
             str(epochs),
             "--refresh-every",
             str(refresh_every),
+            "--lr",
+            "0.001",  # the rate its published table was measured at
             "--quiet",
         ]
     )

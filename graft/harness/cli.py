@@ -66,7 +66,8 @@ _RUN_FLAGS = (
     ("--warm-start", {"type": int, "default": 0,
         "help": "epochs on random subsets before the first selection round"}),
     ("--batch-size", {"type": int, "default": 128, "help": "samples per batch"}),
-    ("--lr", {"type": float, "default": 1e-3, "help": "Adam's peak learning rate"}),
+    ("--lr", {"type": float, "default": 4e-3,
+        "help": "Adam's peak learning rate (fitted: docs/selection.md)"}),
     ("--train-size", {"type": int, "default": None,
         "help": "random subset of the training set (None: all of it)"}),
     ("--threads", {"type": int, "default": 2, "help": "torch CPU threads"}),
@@ -415,7 +416,7 @@ def _check_args(args):
         if value is not None and value < low:
             _fail(f"{flag} ({value}) must be at least {low}; e.g. {flag} {example}.")
     if not (math.isfinite(args.lr) and args.lr > 0):
-        _fail(f"--lr ({args.lr}) must be a finite number > 0; e.g. --lr 0.001.")
+        _fail(f"--lr ({args.lr}) must be a finite number > 0; e.g. --lr 0.004.")
     if not (math.isfinite(args.eps) and args.eps >= 0):
         _fail(f"--eps ({args.eps}) must be a finite number >= 0; e.g. --eps 0.1.")
     names = [s.strip() for s in args.selectors.split(",") if s.strip()]
