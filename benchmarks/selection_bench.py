@@ -300,6 +300,8 @@ def table(rows, opts):
         f"--epochs {opts.epochs} --seeds {opts.seeds}"
         + (f" --train-size {opts.train_size}" if opts.train_size else "")
         + (f" --lr {opts.lr:g}" if opts.lr is not None else "")
+        + (f" --arms {opts.arms}" if opts.arms != ",".join(ARMS) else "")
+        + (f" --table {opts.table}" if opts.table else "")
         + f"` on {opts.dataset}, fraction {opts.fraction}, 2 threads, Adam with "
         f"peak learning rate {_args(opts).lr:g}; mean +- sd over the seeds.\n\n"
         "| regime | arm | data share | test accuracy % | at GRAFT's time % | "

@@ -18,6 +18,8 @@ def _opts(**kw):
         "seeds": 2,
         "train_size": 200,
         "lr": None,
+        "arms": ",".join(selection_bench.ARMS),
+        "table": "",
     }
     return argparse.Namespace(**{**base, **kw})
 
@@ -68,3 +70,28 @@ def test_the_benchmark_passes_its_rate_to_graft_run():
     assert selection_bench._args(_opts(), lr=0.05).lr == 0.05
     default = selection_bench.build_parser().parse_args(["run"]).lr
     assert selection_bench._args(_opts()).lr == default
+
+
+def test_the_table_names_the_command_that_made_it():
+    row = {
+        "regime": "clean",
+        "arm": "graft",
+        "fraction": 0.3,
+        "accuracy_mean": 0.875,
+        "accuracy_sd": 0.001,
+        "accuracy_at_graft_time": 0.87,
+        "accuracy_at_graft_time_sd": 0.002,
+        "wall_time_s": 4.5,
+        "selection_share": 0.063,
+        "time_to_full_minus_half_point": float("inf"),
+    }
+    default = selection_bench.table([row], _opts()).splitlines()
+    assert "--arms" not in default[0] and "--table" not in default[0]
+    assert "peak learning rate 0.004" in default[0]  # graft run's default
+    cells = "| clean | graft | 0.30 | 87.50 +- 0.10 | 87.00 +- 0.20 | 4.5 | 6.3% |"
+    assert default[-1] == cells + " never |"
+    ablation = selection_bench.table(
+        [row], _opts(arms="random,graft", table="ablation", lr=0.002)
+    ).splitlines()[0]
+    assert "--lr 0.002 --arms random,graft --table ablation`" in ablation
+    assert "peak learning rate 0.002" in ablation
