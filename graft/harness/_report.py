@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 from pathlib import Path
@@ -130,6 +131,15 @@ def _mean_curves(runs):
     return curves
 
 
+def _shows_chance(chance, lowest):
+    """Whether the chance line goes on the plot: within 20 points of the curves.
+
+    Further below, a line at chance would squeeze every curve into the top of
+    the plot; the axis label names the level instead.
+    """
+    return chance >= lowest - 20
+
+
 def _plots(out, runs, chance=None):
     """The accuracy plots (bands of one sd over seeds; chance level dotted)."""
     import matplotlib
@@ -140,7 +150,7 @@ def _plots(out, runs, chance=None):
 
     fig1, ax1 = plt.subplots(figsize=(6, 4))
     fig2, ax2 = plt.subplots(figsize=(6, 4))
-    colours = {}
+    colours, lowest = {}, math.inf
     for selector, curve in _mean_curves(runs).items():
         t, acc, sd = curve
         base = selector.removesuffix(" (clean)")  # the clean twin: same colour, dashed
@@ -154,6 +164,7 @@ def _plots(out, runs, chance=None):
                 low = [a - s for a, s in zip(acc, sd, strict=True)]
                 high = [a + s for a, s in zip(acc, sd, strict=True)]
                 ax.fill_between(x, low, high, color=colour, alpha=0.2)
+        lowest = min(lowest, *(a - s for a, s in zip(acc, sd, strict=True)))
     ax1.set(
         xlabel="wall time (s, mean over seeds)",
         ylabel="test accuracy (%)",
@@ -161,9 +172,12 @@ def _plots(out, runs, chance=None):
     )
     ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy vs epoch")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-    if chance is not None:
+    if chance is not None and _shows_chance(chance, lowest):
         for ax in (ax1, ax2):
             ax.axhline(chance, color="0.5", linestyle=":", lw=1, label="chance")
+    elif chance is not None:  # far below every curve: a line would flatten them
+        for ax in (ax1, ax2):
+            ax.set_ylabel(f"test accuracy (%; chance {chance:.3g})")
     for fig, ax, name in (
         (fig1, ax1, "accuracy_vs_time.png"),
         (fig2, ax2, "accuracy_vs_epoch.png"),

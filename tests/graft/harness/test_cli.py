@@ -260,3 +260,35 @@ def test_graft_run_refuses_empty_out_and_infobatch_online(tmp_path, monkeypatch)
         main(["run", "--dataset", "digits", "--out", ""])
     with pytest.raises(SystemExit, match="infobatch selects in rounds"):
         main(["run", "--mode", "online", "--out", str(tmp_path / "o")])
+
+
+def test_the_chance_line_shows_only_near_the_curves(tmp_path, monkeypatch):
+    figure = pytest.importorskip("matplotlib.figure")
+
+    from graft.harness._report import _plots
+
+    seen = {}
+
+    def record(fig, path, **_):  # what each saved figure's axes show
+        ax = fig.axes[0]
+        seen[path.name] = (
+            [line.get_label() for line in ax.get_lines()],
+            ax.get_ylabel(),
+        )
+
+    monkeypatch.setattr(figure.Figure, "savefig", record)
+
+    def runs(accuracy):
+        history = [{"wall_time_s": t, "test_accuracy": accuracy} for t in (1.0, 2.0)]
+        return [{"selector": "full", "seed": 0, "history": history}]
+
+    _plots(tmp_path, runs(0.85), chance=10.0)  # 75 points above chance
+    for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png"):
+        labels, ylabel = seen[name]
+        assert "chance" not in labels
+        assert ylabel == "test accuracy (%; chance 10)"
+    _plots(tmp_path, runs(0.25), chance=10.0)  # 15 points above chance
+    for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png"):
+        labels, ylabel = seen[name]
+        assert "chance" in labels
+        assert ylabel == "test accuracy (%)"
