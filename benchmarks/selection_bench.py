@@ -352,6 +352,19 @@ def plot(rows, path):
     plt.close(fig)
 
 
+def _rates(text):
+    """``--lr-grid``: comma-separated positive learning rates."""
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        rates = []
+    if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of rates > 0; e.g. --lr-grid 0.001,0.002,0.004"
+        )
+    return rates
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
@@ -370,6 +383,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--lr-grid",
+        type=_rates,
         default=None,
         help="comma-separated peak learning rates: a table of the arms' final "
         "accuracy at each",
@@ -384,10 +398,10 @@ def main(argv=None):
     suffix = f"-{opts.table}" if opts.table else ""
     torch.set_num_threads(opts.threads)
     if opts.lr_grid:
-        lrs = [float(x) for x in opts.lr_grid.split(",")]
+        arms = (opts.arms or "full").split(",")
         rows = []
         for regime in opts.regimes.split(","):
-            rows.extend(lr_rows(opts, regime, lrs, (opts.arms or "full").split(",")))
+            rows.extend(lr_rows(opts, regime, opts.lr_grid, arms))
         text = lr_table(rows, opts)
         print(text)
         if opts.out:

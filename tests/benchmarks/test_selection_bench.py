@@ -95,3 +95,14 @@ def test_the_table_names_the_command_that_made_it():
     ).splitlines()[0]
     assert "--lr 0.002 --arms random,graft --table ablation`" in ablation
     assert "peak learning rate 0.002" in ablation
+
+
+@pytest.mark.parametrize("grid", ["", "0.001,x", "0.001,-0.002", "nan"])
+def test_a_bad_lr_grid_is_refused_before_any_run(grid, capsys):
+    with pytest.raises(SystemExit):
+        selection_bench.main(["--lr-grid", grid])
+    assert "--lr-grid" in capsys.readouterr().err
+
+
+def test_the_lr_grid_parses_its_rates():
+    assert selection_bench._rates("0.001,0.004") == [0.001, 0.004]
