@@ -323,7 +323,16 @@ def table(rows, opts):
     return head + "\n".join(lines) + "\n"
 
 
+def _mean_curve(curves):
+    """Per epoch over the seeds: mean wall time, mean and sd accuracy (%)."""
+    epochs = min(len(c) for c in curves)
+    t = [statistics.mean(c[e][0] for c in curves) for e in range(epochs)]
+    acc = [[100 * c[e][1] for c in curves] for e in range(epochs)]
+    return t, [statistics.mean(a) for a in acc], [statistics.pstdev(a) for a in acc]
+
+
 def plot(rows, path):
+    """Accuracy against wall time per regime: each arm's mean, a band of one sd."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,19 +342,17 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(regimes), figsize=(4 * len(regimes), 3.6))
     for ax, regime in zip(axes, regimes, strict=True):
         for k, r in enumerate(x for x in rows if x["regime"] == regime):
-            for s, curve in enumerate(r["curves"]):
-                t, a = zip(*curve, strict=True)
-                ax.plot(
-                    t,
-                    [100 * v for v in a],
-                    "o-",
-                    ms=2,
-                    lw=1,
-                    color=f"C{k}",
-                    alpha=0.8,
-                    label=r["arm"] if s == 0 else None,
-                )
-        ax.set(title=regime, xlabel="wall time (s)", ylabel="test accuracy (%)")
+            t, acc, sd = _mean_curve(r["curves"])
+            ax.plot(t, acc, "o-", ms=2, lw=1.2, color=f"C{k}", label=r["arm"])
+            ax.fill_between(
+                t,
+                [a - s for a, s in zip(acc, sd, strict=True)],
+                [a + s for a, s in zip(acc, sd, strict=True)],
+                color=f"C{k}",
+                alpha=0.15,
+            )
+        ax.set(title=regime, xlabel="wall time (s, mean over seeds)")
+    axes[0].set_ylabel("test accuracy (%, band: +- 1 sd)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
