@@ -260,7 +260,8 @@ def lr_table(rows, opts):
     """Regimes and arms down, learning rates across; each arm's best mean in bold.
 
     An arm's best rate is the one with the highest accuracy averaged over the
-    regimes (its ``mean`` row).
+    regimes (its ``mean`` row, the only row with a bold cell); on a tie, the
+    first rate of the grid.
     """
     lrs = list(dict.fromkeys(r["lr"] for r in rows))
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
@@ -273,8 +274,8 @@ def lr_table(rows, opts):
         f"Measured with `python benchmarks/selection_bench.py --lr-grid "
         f"{','.join(f'{lr:g}' for lr in lrs)} --arms {','.join(arms)} --seeds "
         f"{opts.seeds}` ({opts.model}, {opts.epochs} epochs, fraction {opts.fraction}, "
-        "cosine schedule, Adam); final test accuracy %, mean over the seeds; each "
-        "arm's best rate over the regimes in bold.\n",
+        "cosine schedule, Adam); final test accuracy %, mean over the seeds; in "
+        "each arm's mean row over the regimes, its best rate in bold.\n",
         "| regime | arm | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
         "|---|---|" + "---|" * len(lrs),
     ]
@@ -286,7 +287,7 @@ def lr_table(rows, opts):
             lines.append(
                 f"| {g} | {arm} | "
                 + " | ".join(
-                    f"**{c:.2f}**" if lr == best else f"{c:.2f}"
+                    f"**{c:.2f}**" if lr == best and g == "mean" else f"{c:.2f}"
                     for lr, c in zip(lrs, cells, strict=True)
                 )
                 + " |"
@@ -302,7 +303,8 @@ def table(rows, opts):
         + (f" --lr {opts.lr:g}" if opts.lr is not None else "")
         + (f" --arms {opts.arms}" if opts.arms != ",".join(ARMS) else "")
         + (f" --table {opts.table}" if opts.table else "")
-        + f"` on {opts.dataset}, fraction {opts.fraction}, 2 threads, Adam with "
+        + f"` on {opts.dataset}, fraction {opts.fraction}, {opts.threads} threads, "
+        "Adam with "
         f"peak learning rate {_args(opts).lr:g}; mean +- sd over the seeds.\n\n"
         "| regime | arm | data share | test accuracy % | at GRAFT's time % | "
         "wall s | selecting | time to full - 0.5 pt |\n"
@@ -369,6 +371,8 @@ def _rates(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a list of rates > 0; e.g. --lr-grid 0.001,0.002,0.004"
         )
+    if len(set(rates)) < len(rates):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a rate; give each once")
     return rates
 
 
@@ -402,6 +406,10 @@ def main(argv=None):
         help="name of a second table on the docs page (its marker and files)",
     )
     opts = parser.parse_args(argv)
+    if opts.lr_grid and (opts.lr is not None or opts.table):
+        parser.error(
+            "--lr-grid sets the rates and its own table: drop --lr and --table"
+        )
     suffix = f"-{opts.table}" if opts.table else ""
     torch.set_num_threads(opts.threads)
     if opts.lr_grid:
@@ -412,6 +420,10 @@ def main(argv=None):
         text = lr_table(rows, opts)
         print(text)
         if opts.out:
+            opts.out.mkdir(parents=True, exist_ok=True)
+            (opts.out / "selection_results-lr.json").write_text(
+                json.dumps({"rows": rows, **vars(opts)}, indent=1, default=str)
+            )
             page = Path(__file__).resolve().parents[1] / "docs" / "selection.md"
             update_page(page, f"selection-table-{opts.model}-lr", text)
         return

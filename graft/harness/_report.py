@@ -164,7 +164,7 @@ def _plots(out, runs, chance=None):
                 low = [a - s for a, s in zip(acc, sd, strict=True)]
                 high = [a + s for a, s in zip(acc, sd, strict=True)]
                 ax.fill_between(x, low, high, color=colour, alpha=0.2)
-        lowest = min(lowest, *(a - s for a, s in zip(acc, sd, strict=True)))
+        lowest = min([lowest, *(a - s for a, s in zip(acc, sd, strict=True))])
     ax1.set(
         xlabel="wall time (s, mean over seeds)",
         ylabel="test accuracy (%)",

@@ -20,6 +20,7 @@ def _opts(**kw):
         "lr": None,
         "arms": ",".join(selection_bench.ARMS),
         "table": "",
+        "threads": 2,
     }
     return argparse.Namespace(**{**base, **kw})
 
@@ -42,11 +43,11 @@ def test_the_lr_table_bolds_each_arms_best_mean_over_regimes():
     assert "--arms full,random" in lines[0]
     assert lines[2] == "| regime | arm | lr 0.001 | lr 0.002 |"
     assert lines[4:10] == [
-        "| clean | full | 90.00 | **80.00** |",
-        "| noise | full | 50.00 | **70.00** |",
+        "| clean | full | 90.00 | 80.00 |",
+        "| noise | full | 50.00 | 70.00 |",
         "| mean | full | 70.00 | **75.00** |",
-        "| clean | random | **60.00** | 50.00 |",
-        "| noise | random | **60.00** | 60.00 |",
+        "| clean | random | 60.00 | 50.00 |",
+        "| noise | random | 60.00 | 60.00 |",
         "| mean | random | **60.00** | 55.00 |",
     ]
 
@@ -97,11 +98,26 @@ def test_the_table_names_the_command_that_made_it():
     assert "peak learning rate 0.002" in ablation
 
 
-@pytest.mark.parametrize("grid", ["", "0.001,x", "0.001,-0.002", "nan"])
-def test_a_bad_lr_grid_is_refused_before_any_run(grid, capsys):
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--lr-grid", ""], "--lr-grid"),
+        (["--lr-grid", "0.001,x"], "--lr-grid"),
+        (["--lr-grid", "0.001,-0.002"], "--lr-grid"),
+        (["--lr-grid", "nan"], "--lr-grid"),
+        (["--lr-grid", "0.001,0.001"], "repeats"),
+        (["--lr-grid", "0.001", "--lr", "0.002"], "--lr"),
+        (["--lr-grid", "0.001", "--table", "x"], "--table"),
+    ],
+)
+def test_a_bad_lr_grid_is_refused_before_any_run(argv, named, capsys, monkeypatch):
+    def no_runs(*_):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(selection_bench, "lr_rows", no_runs)
     with pytest.raises(SystemExit):
-        selection_bench.main(["--lr-grid", grid])
-    assert "--lr-grid" in capsys.readouterr().err
+        selection_bench.main(argv)
+    assert named in capsys.readouterr().err
 
 
 def test_the_lr_grid_parses_its_rates():

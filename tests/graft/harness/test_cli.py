@@ -292,3 +292,35 @@ def test_the_chance_line_shows_only_near_the_curves(tmp_path, monkeypatch):
         labels, ylabel = seen[name]
         assert "chance" in labels
         assert ylabel == "test accuracy (%)"
+
+
+def test_the_chance_line_is_drawn_within_20_points_of_the_lowest_band():
+    from graft.harness._report import _shows_chance
+
+    assert _shows_chance(10.0, 29.0)  # 19 points above chance
+    assert _shows_chance(10.0, 30.0)
+    assert not _shows_chance(10.0, 31.0)  # 21 points above
+
+
+def test_the_band_below_a_curve_brings_the_chance_line_back(tmp_path, monkeypatch):
+    figure = pytest.importorskip("matplotlib.figure")
+    from graft.harness._report import _plots
+
+    seen = {}
+
+    def record(fig, path, **_):
+        seen[path.name] = [line.get_label() for line in fig.axes[0].get_lines()]
+
+    monkeypatch.setattr(figure.Figure, "savefig", record)
+    # Two seeds at 20 and 50 %: the mean 35 is 25 points above chance, the band
+    # (one sd, 15) reaches down to 20, 10 points above it.
+    runs = [
+        {
+            "selector": "full",
+            "seed": s,
+            "history": [{"wall_time_s": 1.0, "test_accuracy": a}],
+        }
+        for s, a in ((0, 0.2), (1, 0.5))
+    ]
+    _plots(tmp_path, runs, chance=10.0)
+    assert "chance" in seen["accuracy_vs_time.png"]
