@@ -109,30 +109,29 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
 
 
 def _small_loop(A, tol, refine, max_iter):
-    """The small NumPy path problem by problem: one geqp3 each, then the swaps.
+    """The small NumPy path: one geqp3 per problem, then swaps where needed.
 
     NumPy has no batched kernels, so the stacked steps of
     :func:`_greedy_batched` cost one call per step over the whole stack; a
-    loop of single LAPACK calls is faster (256 x 128 x 32: 37 ms against
-    60 ms) and gives exactly what :func:`maxvol_kit.fast_maxvol` gives.
+    loop of single geqp3 calls is faster (256 x 128 x 32: 37 ms against
+    60 ms). The rank check, unit rows, volumes and ``max |C|`` are taken
+    once for the stack, and only the problems not yet dominant go through
+    the swaps (0.84x the time of a loop of the whole small path, one thread).
+    Each problem's result is exactly what :func:`maxvol_kit.fast_maxvol`
+    gives.
     """
     b, n, r = A.shape
-    rows = np.empty((b, r), dtype=np.int64)
-    C = np.empty_like(A)
-    n_iter = np.zeros(b, dtype=np.int64)
-    log_volume = np.empty(b, dtype=A.dtype)
     floor = max(n, r) * float(np.finfo(A.dtype).eps)
-    for k in range(b):
-        idx, Ck, found, log_det = small.greedy_coefficients(A[k], floor)
-        if found is not None:
-            raise _rank_error(k, n, r)
-        gain = 0.0
-        if refine:
-            n_iter[k], _, gain = small.swaps(Ck, idx, tol, max_iter)
-        rows[k], C[k] = idx, Ck
-        log_volume[k] = log_det + gain
-    C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
-    peak = np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
+    rows, C, bad, log_volume = small.greedy_coefficients_stack(A, floor)
+    if bad is not None:
+        raise _rank_error(bad, n, r)
+    log_volume = log_volume.astype(A.dtype)
+    n_iter = np.zeros(b, dtype=np.int64)
+    peak = _peaks(C)
+    if refine:
+        for k in np.flatnonzero(peak > tol):
+            n_iter[k], peak[k], gain = small.swaps(C[k], rows[k], tol, max_iter)
+            log_volume[k] += gain
     return MaxVolResult(
         indices=rows,
         n_iter=n_iter,
@@ -140,6 +139,11 @@ def _small_loop(A, tol, refine, max_iter):
         log_volume=log_volume,
         _coefficients=C,
     )
+
+
+def _peaks(C):
+    """``max |C[k]|`` of every problem (two reading passes, no temporary of |C|)."""
+    return np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
 
 
 def _rank_error(first, n, r):

@@ -26,6 +26,7 @@ from maxvol_kit._backend import ipiv_to_permutation
 __all__ = [
     "SMALL",
     "greedy_coefficients",
+    "greedy_coefficients_stack",
     "greedy_pivots",
     "is_small",
     "log_abs_det",
@@ -122,6 +123,44 @@ def greedy_coefficients(A, floor):
         X = _triangular_solve(qr[:, :r], qr[:, r:])
         C[perm[r:]] = X.T
     return rows, C, found, _log_abs_diagonal(qr[:, :r])
+
+
+def greedy_coefficients_stack(A, floor):
+    """:func:`greedy_coefficients` of every problem of a stack ``A`` (b, n, r).
+
+    One geqp3 and one triangular solve per problem (LAPACK has no batched
+    pivoted QR, and NumPy's batched solve, an LU, took twice the time of a
+    loop of trtrs at 256 x 32 x 96), the same calls as
+    :func:`greedy_coefficients`, so ``C`` is the one it gives; the rank
+    check, the unit rows and the volumes are computed once for the stack.
+    Returns ``(rows (b, r), C (b, n, r), bad, log_det (b,))``, ``bad`` the
+    first problem whose rows do not span ``r`` dimensions (None if none;
+    ``C`` and ``log_det`` are None then).
+    """
+    b, n, r = A.shape
+    geqp3, trtrs = _lapack(("geqp3", "trtrs"), A.dtype)
+    perm = np.empty((b, n), dtype=np.int64)
+    # A[k] C-ordered is A[k].T Fortran-ordered: one copy of the stack takes
+    # every geqp3 in place, and work[k].T is then problem k's factor.
+    work = np.array(A, order="C")
+    C = np.empty_like(A)
+    for k in range(b):
+        qr, jpvt, _, _, info = geqp3(work[k].T, overwrite_a=True)
+        if info < 0:  # pragma: no cover - an argument error is a bug here
+            raise RuntimeError(f"LAPACK geqp3 failed with info={info}.")
+        perm[k] = jpvt
+        if n > r:  # trtrs reads R11's upper triangle; a zero on it is caught below
+            X, info = trtrs(qr[:, :r], qr[:, r:])
+            if info == 0:
+                C[k, jpvt[r:] - 1] = X.T
+    perm -= 1
+    d = np.abs(np.diagonal(work[:, :r, :r], axis1=1, axis2=2))  # |diag R11|
+    short = ~(d > floor * d[:, :1])
+    rows = np.ascontiguousarray(perm[:, :r])
+    if short.any():
+        return rows, None, int(np.flatnonzero(short.any(axis=1))[0]), None
+    C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
+    return rows, C, None, np.log(d).sum(axis=1)
 
 
 def lu_coefficients(A):

@@ -199,8 +199,26 @@ def test_batched_bad_torch_stacks_get_the_same_errors(shape, match):
         maxvol_batched(torch.ones(shape, dtype=torch.float64))
 
 
-def test_batched_names_the_rank_deficient_problem():
+@pytest.mark.parametrize(("bad", "named"), [((2,), 2), ((1, 2), 1), ((0, 2), 0)])
+def test_batched_names_the_first_rank_deficient_problem(bad, named):
     A = np.random.default_rng(0).standard_normal((3, 20, 4))
-    A[2, :, 3] = A[2, :, 0]
-    with pytest.raises(ValueError, match=r"A\[2\] .* numerical rank < 4"):
+    for k in bad:
+        A[k, :, 3] = A[k, :, 0]
+    with pytest.raises(ValueError, match=rf"A\[{named}\] .* numerical rank < 4"):
         maxvol_batched(A)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_small_stack_is_fast_maxvol_exactly(dtype):
+    # The small path's stacked bookkeeping (one rank check, unit rows and
+    # volumes for the stack, swaps only where needed) makes the same LAPACK
+    # calls as one fast_maxvol per problem: the same bits.
+    A = np.random.default_rng(3).standard_normal((40, 96, 16)).astype(dtype)
+    res = maxvol_batched(A)
+    assert res.coefficients.dtype == dtype
+    for k in range(len(A)):
+        one = fast_maxvol(A[k])
+        np.testing.assert_array_equal(res.indices[k], one.indices)
+        np.testing.assert_array_equal(res.coefficients[k], one.coefficients)
+        assert res.n_iter[k] == one.n_iter and res.converged[k] == one.converged
+        assert res.log_volume[k] == pytest.approx(one.log_volume, rel=1e-6)
