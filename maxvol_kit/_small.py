@@ -138,28 +138,24 @@ def greedy_coefficients_stack(A, floor):
     ``C`` and ``log_det`` are None then).
     """
     b, n, r = A.shape
-    geqp3, trtrs = _lapack(("geqp3", "trtrs"), A.dtype)
     perm = np.empty((b, n), dtype=np.int64)
     # A[k] C-ordered is A[k].T Fortran-ordered: one copy of the stack takes
     # every geqp3 in place, and work[k].T is then problem k's factor.
     work = np.array(A, order="C")
-    C = np.empty_like(A)
     for k in range(b):
-        qr, jpvt, _, _, info = geqp3(work[k].T, overwrite_a=True)
-        if info < 0:  # pragma: no cover - an argument error is a bug here
-            raise RuntimeError(f"LAPACK geqp3 failed with info={info}.")
-        perm[k] = jpvt
-        if n > r:  # trtrs reads R11's upper triangle; a zero on it is caught below
-            X, info = trtrs(qr[:, :r], qr[:, r:])
-            if info == 0:
-                C[k, jpvt[r:] - 1] = X.T
+        perm[k] = _pivoted_qr(work[k].T)[1]
     perm -= 1
     d = np.abs(np.diagonal(work[:, :r, :r], axis1=1, axis2=2))  # |diag R11|
     short = ~(d > floor * d[:, :1])
     rows = np.ascontiguousarray(perm[:, :r])
     if short.any():
         return rows, None, int(np.flatnonzero(short.any(axis=1))[0]), None
+    C = np.empty_like(A)
     C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
+    if n > r:  # each problem's (R11^-1 R12)^T, as greedy_coefficients takes it
+        for k in range(b):
+            qr = work[k].T
+            C[k, perm[k, r:]] = _triangular_solve(qr[:, :r], qr[:, r:]).T
     return rows, C, None, np.log(d).sum(axis=1)
 
 
@@ -220,13 +216,20 @@ def _log_abs_diagonal(T):
         return float(np.log(np.abs(np.diagonal(T))).sum())
 
 
-def _geqp3(A, k, floor, basis):
-    geqp3, orgqr = _lapack(("geqp3", "orgqr"), A.dtype)
-    # A copy: for a C-ordered A, A.T is already Fortran-ordered and would be
-    # overwritten in place.
-    qr, jpvt, tau, _, info = geqp3(np.array(A.T, order="F"), overwrite_a=True)
+def _pivoted_qr(AT):
+    """LAPACK geqp3 of the Fortran-ordered ``AT`` in place: ``(qr, jpvt, tau)``."""
+    (geqp3,) = _lapack(("geqp3",), AT.dtype)
+    qr, jpvt, tau, _, info = geqp3(AT, overwrite_a=True)
     if info < 0:  # pragma: no cover - an argument error is a bug here
         raise RuntimeError(f"LAPACK geqp3 failed with info={info}.")
+    return qr, jpvt, tau
+
+
+def _geqp3(A, k, floor, basis):
+    (orgqr,) = _lapack(("orgqr",), A.dtype)
+    # A copy: for a C-ordered A, A.T is already Fortran-ordered and would be
+    # overwritten in place.
+    qr, jpvt, tau = _pivoted_qr(np.array(A.T, order="F"))
     d = np.abs(np.diagonal(qr))[:k]
     low = np.flatnonzero(~(d > floor * d[0]))
     found = int(low[0]) if low.size else None
