@@ -140,10 +140,15 @@ def greedy_coefficients_stack(A, floor):
     b, n, r = A.shape
     perm = np.empty((b, n), dtype=np.int64)
     # A[k] C-ordered is A[k].T Fortran-ordered: one copy of the stack takes
-    # every geqp3 in place, and work[k].T is then problem k's factor.
+    # the geqp3s in place, and work[k].T is then problem k's factor. Where
+    # the wrapper copies instead (a single row or column: (3, 1) float32),
+    # the factor is written back.
     work = np.array(A, order="C")
     for k in range(b):
-        perm[k] = _pivoted_qr(work[k].T)[1]
+        qr, jpvt, _ = _pivoted_qr(work[k].T)
+        if not np.may_share_memory(qr, work):
+            work[k].T[...] = qr
+        perm[k] = jpvt
     perm -= 1
     d = np.abs(np.diagonal(work[:, :r, :r], axis1=1, axis2=2))  # |diag R11|
     short = ~(d > floor * d[:, :1])

@@ -209,11 +209,13 @@ def test_batched_names_the_first_rank_deficient_problem(bad, named):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batched_small_stack_is_fast_maxvol_exactly(dtype):
+@pytest.mark.parametrize("shape", [(40, 96, 16), (7, 3, 1), (5, 2, 2)])
+def test_batched_small_stack_is_fast_maxvol_exactly(dtype, shape):
     # The small path's stacked bookkeeping (one rank check, unit rows and
     # volumes for the stack, swaps only where needed) makes the same LAPACK
-    # calls as one fast_maxvol per problem: the same bits.
-    A = np.random.default_rng(3).standard_normal((40, 96, 16)).astype(dtype)
+    # calls as one fast_maxvol per problem: the same bits. (3, 1) float32 is
+    # a shape whose geqp3 wrapper copies instead of working in place.
+    A = np.random.default_rng(3).standard_normal(shape).astype(dtype)
     res = maxvol_batched(A)
     assert res.coefficients.dtype == dtype
     for k in range(len(A)):
