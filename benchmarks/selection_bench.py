@@ -41,6 +41,7 @@ from _variants import register
 
 from graft import GraftSelector, InfoBatchSelector
 from graft.harness import build_parser, load_dataset, run_one
+from graft.harness._report import mean_curve
 from graft.selection._rounds import _class_round, graft_round
 
 
@@ -160,7 +161,7 @@ def _args(opts, lr=None):
         str(opts.fraction),
         "--quiet",
     ]
-    lr = lr if lr is not None else getattr(opts, "lr", None)
+    lr = lr if lr is not None else opts.lr
     if lr is not None:
         argv += ["--lr", str(lr)]
     return build_parser().parse_args(argv)
@@ -325,14 +326,6 @@ def table(rows, opts):
     return head + "\n".join(lines) + "\n"
 
 
-def _mean_curve(curves):
-    """Per epoch over the seeds: mean wall time, mean and sd accuracy (%)."""
-    epochs = min(len(c) for c in curves)
-    t = [statistics.mean(c[e][0] for c in curves) for e in range(epochs)]
-    acc = [[100 * c[e][1] for c in curves] for e in range(epochs)]
-    return t, [statistics.mean(a) for a in acc], [statistics.pstdev(a) for a in acc]
-
-
 def plot(rows, path):
     """Accuracy against wall time per regime: each arm's mean, a band of one sd."""
     import matplotlib
@@ -344,7 +337,7 @@ def plot(rows, path):
     fig, axes = plt.subplots(1, len(regimes), figsize=(4 * len(regimes), 3.6))
     for ax, regime in zip(axes, regimes, strict=True):
         for k, r in enumerate(x for x in rows if x["regime"] == regime):
-            t, acc, sd = _mean_curve(r["curves"])
+            t, acc, sd = mean_curve(r["curves"])
             ax.plot(t, acc, "o-", ms=2, lw=1.2, color=f"C{k}", label=r["arm"])
             ax.fill_between(
                 t,

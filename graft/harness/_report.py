@@ -115,20 +115,30 @@ def _versions():
     return found
 
 
+def mean_curve(curves):
+    """The seeds' ``[(wall time, accuracy), ...]`` curves as one.
+
+    Per epoch (up to the epochs every seed has): mean wall time, mean and sd
+    of the accuracy in %.
+    """
+    epochs = min(len(c) for c in curves)
+    t = [statistics.mean(c[e][0] for c in curves) for e in range(epochs)]
+    acc = [[100 * c[e][1] for c in curves] for e in range(epochs)]
+    return t, [statistics.mean(a) for a in acc], [statistics.pstdev(a) for a in acc]
+
+
 def _mean_curves(runs):
     """Per selector: mean wall time, mean and sd test accuracy (%) per epoch."""
-    curves = {}
-    for selector in dict.fromkeys(r["selector"] for r in runs):
-        mine = [r["history"] for r in runs if r["selector"] == selector]
-        epochs = min(len(h) for h in mine)
-        t = [statistics.mean(h[e]["wall_time_s"] for h in mine) for e in range(epochs)]
-        acc = [[100 * h[e]["test_accuracy"] for h in mine] for e in range(epochs)]
-        curves[selector] = (
-            t,
-            [statistics.mean(a) for a in acc],
-            [statistics.pstdev(a) for a in acc],
+    return {
+        selector: mean_curve(
+            [
+                [(h["wall_time_s"], h["test_accuracy"]) for h in r["history"]]
+                for r in runs
+                if r["selector"] == selector
+            ]
         )
-    return curves
+        for selector in dict.fromkeys(r["selector"] for r in runs)
+    }
 
 
 def _shows_chance(chance, lowest):
@@ -157,14 +167,14 @@ def _plots(out, runs, chance=None):
         colour = colours.setdefault(base, f"C{len(colours)}")
         dashed = "--" if base != selector else "-"
         style = {"color": colour, "label": selector, "linestyle": dashed}
+        low = [a - s for a, s in zip(acc, sd, strict=True)]
         for ax, x in ((ax1, t), (ax2, range(1, len(t) + 1))):
             x = list(x)
             ax.plot(x, acc, marker="o", ms=3, **style)
             if any(sd):  # a band of one sd over the seeds
-                low = [a - s for a, s in zip(acc, sd, strict=True)]
                 high = [a + s for a, s in zip(acc, sd, strict=True)]
                 ax.fill_between(x, low, high, color=colour, alpha=0.2)
-        lowest = min([lowest, *(a - s for a, s in zip(acc, sd, strict=True))])
+        lowest = min([lowest, *low])
     ax1.set(
         xlabel="wall time (s, mean over seeds)",
         ylabel="test accuracy (%)",

@@ -126,7 +126,7 @@ def test_the_lr_grid_parses_its_rates():
 
 def test_the_plot_curve_is_the_mean_over_seeds_with_its_sd():
     curves = [[(1.0, 0.80), (2.0, 0.90)], [(3.0, 0.70), (4.0, 0.80), (5.0, 0.85)]]
-    t, acc, sd = selection_bench._mean_curve(curves)
+    t, acc, sd = selection_bench.mean_curve(curves)
     assert t == [2.0, 3.0]  # the epochs every seed has
     assert acc == pytest.approx([75.0, 85.0])
     assert sd == pytest.approx([5.0, 5.0])

@@ -262,14 +262,13 @@ def test_graft_run_refuses_empty_out_and_infobatch_online(tmp_path, monkeypatch)
         main(["run", "--mode", "online", "--out", str(tmp_path / "o")])
 
 
-def test_the_chance_line_shows_only_near_the_curves(tmp_path, monkeypatch):
+@pytest.fixture
+def saved_axes(monkeypatch):
+    """``{file name: (line labels, y label)}`` of each figure a test saves."""
     figure = pytest.importorskip("matplotlib.figure")
-
-    from graft.harness._report import _plots
-
     seen = {}
 
-    def record(fig, path, **_):  # what each saved figure's axes show
+    def record(fig, path, **_):
         ax = fig.axes[0]
         seen[path.name] = (
             [line.get_label() for line in ax.get_lines()],
@@ -277,6 +276,11 @@ def test_the_chance_line_shows_only_near_the_curves(tmp_path, monkeypatch):
         )
 
     monkeypatch.setattr(figure.Figure, "savefig", record)
+    return seen
+
+
+def test_the_chance_line_shows_only_near_the_curves(tmp_path, saved_axes):
+    from graft.harness._report import _plots
 
     def runs(accuracy):
         history = [{"wall_time_s": t, "test_accuracy": accuracy} for t in (1.0, 2.0)]
@@ -284,12 +288,12 @@ def test_the_chance_line_shows_only_near_the_curves(tmp_path, monkeypatch):
 
     _plots(tmp_path, runs(0.85), chance=10.0)  # 75 points above chance
     for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png"):
-        labels, ylabel = seen[name]
+        labels, ylabel = saved_axes[name]
         assert "chance" not in labels
         assert ylabel == "test accuracy (%; chance 10)"
     _plots(tmp_path, runs(0.25), chance=10.0)  # 15 points above chance
     for name in ("accuracy_vs_time.png", "accuracy_vs_epoch.png"):
-        labels, ylabel = seen[name]
+        labels, ylabel = saved_axes[name]
         assert "chance" in labels
         assert ylabel == "test accuracy (%)"
 
@@ -302,16 +306,9 @@ def test_the_chance_line_is_drawn_within_20_points_of_the_lowest_band():
     assert not _shows_chance(10.0, 31.0)  # 21 points above
 
 
-def test_the_band_below_a_curve_brings_the_chance_line_back(tmp_path, monkeypatch):
-    figure = pytest.importorskip("matplotlib.figure")
+def test_the_band_below_a_curve_brings_the_chance_line_back(tmp_path, saved_axes):
     from graft.harness._report import _plots
 
-    seen = {}
-
-    def record(fig, path, **_):
-        seen[path.name] = [line.get_label() for line in fig.axes[0].get_lines()]
-
-    monkeypatch.setattr(figure.Figure, "savefig", record)
     # Two seeds at 20 and 50 %: the mean 35 is 25 points above chance, the band
     # (one sd, 15) reaches down to 20, 10 points above it.
     runs = [
@@ -323,4 +320,4 @@ def test_the_band_below_a_curve_brings_the_chance_line_back(tmp_path, monkeypatc
         for s, a in ((0, 0.2), (1, 0.5))
     ]
     _plots(tmp_path, runs, chance=10.0)
-    assert "chance" in seen["accuracy_vs_time.png"]
+    assert "chance" in saved_axes["accuracy_vs_time.png"][0]
