@@ -74,7 +74,8 @@ def _peers():
         )
     except ImportError:
         pass
-    try:  # maxvolpy 0.3.8 does not build against NumPy >= 1.26 / Python 3.12
+    try:  # python benchmarks/build_maxvolpy.py builds it (its release no longer does)
+        import maxvolpy._maxvol  # noqa: F401 - compiled, not its Python fallback
         from maxvolpy.maxvol import maxvol as mvp_maxvol
         from maxvolpy.maxvol import rect_maxvol as mvp_rect
 
