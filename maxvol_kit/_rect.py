@@ -13,18 +13,25 @@ import math
 
 import numpy as np
 
+from maxvol_kit import _small as small
 from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._maxvol import (
     MaxVolResult,
+    _greedy_rank_error,
     coefficients,
     greedy_volume,
     in_caller_units,
     log_volume,
+    rank_floor,
 )
 from maxvol_kit._validation import check_flag, check_int, check_matrix, check_tol
 
 __all__ = ["rect_maxvol"]
 
+_RANK_HINT = (
+    "rectangular MaxVol needs full column rank: select from an orthonormal "
+    "basis of its range (its first {found} left singular vectors)"
+)
 # An exchange must grow det(A[I]^T A[I]) by more than this factor: a
 # threshold above roundoff keeps the refinement from cycling.
 _EXCHANGE_GAIN = 1.0 + 1e-10
@@ -83,20 +90,53 @@ def rect_maxvol(
     refine = check_flag(refine, name="refine")
     n, r = A.shape
     min_rows, max_rows = _row_bounds(n_rows, min_rows, max_rows, n, r)
-    idx, _scores, best_left = rect_greedy(A, min_rows, max_rows, tol, backend)
+    volume = None
+    if _small_growth(A, min_rows, max_rows, backend):
+        idx, best_left, volume = _rect_small(A, min_rows, max_rows, tol, backend)
+    else:
+        idx, _scores, best_left = rect_greedy(A, min_rows, max_rows, tol, backend)
     n_iter = 0
     if refine:
         idx, n_iter, best_left = _exchange_refine(A, idx, backend)
+    if volume is None or n_iter:
+        volume = log_volume(backend.xp.take(A, backend.indices(idx), axis=0), backend)
     result = MaxVolResult(
         n_iter=n_iter,
         converged=best_left <= tol * tol,
-        log_volume=log_volume(
-            backend.xp.take(A, backend.indices(idx), axis=0), backend
-        ),
+        log_volume=volume,
         indices=backend.indices(idx),
         _source=A,
     )
     return in_caller_units(result, e, r, backend)
+
+
+def _small_growth(A, min_rows, max_rows, backend):
+    """Whether the growth goes by pivoted Cholesky (:func:`small.rect_growth`).
+
+    Its cost is the whole factor of the n - r other rows, so it is taken for
+    few rows and enough picks: the fixed or capped number of picks, or ``r``
+    of them (a guess) when only ``tol`` stops the growth.
+    """
+    n, r = A.shape
+    if not small.is_small(A, backend, max_rows=small.QR_ROWS):
+        return False
+    picks = max_rows - r if max_rows < n else max(min_rows - r, r)
+    return n - r <= small.RECT_ROWS and (n - r) ** 3 <= small.RECT_WORK * picks
+
+
+def _rect_small(A, min_rows, max_rows, tol, backend):
+    """Square greedy start and growth from one geqp3 and one pivoted Cholesky.
+
+    Returns ``(rows, best_left, log_volume)``.
+    """
+    r = A.shape[1]
+    rows, C, found, log_det = small.greedy_coefficients(A, rank_floor(A, backend))
+    if found is not None:
+        raise _greedy_rank_error(A, found, r, hint=_RANK_HINT)
+    added, gain, best_left = small.rect_growth(
+        C, rows, min_rows - r, max_rows - r, tol * tol
+    )
+    return np.concatenate([rows, added]), best_left, log_det + gain
 
 
 def _row_bounds(n_rows, min_rows, max_rows, n, r):
@@ -149,13 +189,7 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
     must.
     """
     xp, ops = backend.xp, backend.ops
-    idx, _ = greedy_volume(
-        A,
-        A.shape[1],
-        backend,
-        hint="rectangular MaxVol needs full column rank: select from an orthonormal "
-        "basis of its range (its first {found} left singular vectors)",
-    )
+    idx, _ = greedy_volume(A, A.shape[1], backend, hint=_RANK_HINT)
     B = coefficients(A, idx, backend)
     rows = [int(i) for i in idx]
     scores = ops.row_sq_norms(B)

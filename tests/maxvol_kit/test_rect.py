@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from maxvol_kit import fast_maxvol, rect_maxvol
 from maxvol_kit._backend import get_backend
-from maxvol_kit._rect import rect_greedy
+from maxvol_kit._maxvol import log_volume
+from maxvol_kit._rect import _small_growth, rect_greedy
 from tests.conftest import rtol_for
 from tests.maxvol_kit.helpers import gaussian, rect_loop, tall_matrices
 
@@ -96,6 +97,43 @@ def test_maintained_row_norms_equal_recomputed(dtype):
     np.testing.assert_allclose(scores[rest], exact, rtol=rtol)
     assert np.all(np.isneginf(scores[idx]))
     assert best_left == pytest.approx(exact.max(), rel=rtol)
+
+
+@pytest.mark.parametrize(
+    ("n", "r", "bounds"),
+    [
+        (128, 32, {"n_rows": 64}),
+        (200, 16, {"n_rows": 48}),
+        (100, 8, {"tol": 1.0}),
+        (150, 12, {"tol": 1.5, "min_rows": 20, "max_rows": 40}),
+        (90, 10, {"tol": 0.5, "max_rows": 15}),
+    ],
+)
+def test_small_growth_takes_the_greedy_rows_and_volume(n, r, bounds, dtype):
+    """The pivoted-Cholesky growth of small problems against the lazy greedy."""
+    A = gaussian(n, r, n + r, dtype=dtype)
+    backend = get_backend(A)
+    res = rect_maxvol(A, **bounds)
+    K = bounds.get("n_rows")
+    low, high = (K, K) if K else (bounds.get("min_rows", r), bounds.get("max_rows", n))
+    assert _small_growth(A, low, high, backend)  # the path under test
+    idx, _, best_left = rect_greedy(A, low, high, bounds.get("tol", 1.0), backend)
+    np.testing.assert_array_equal(res.indices, idx)
+    assert res.converged == (best_left <= bounds.get("tol", 1.0) ** 2)
+    rtol = rtol_for(dtype)
+    expected = log_volume(A[idx], backend)
+    assert res.log_volume == pytest.approx(expected, rel=rtol, abs=rtol)
+    if dtype == np.float64 and K:  # and the explicit update of the paper
+        start = np.asarray(fast_maxvol(A, refine=False).indices)
+        np.testing.assert_array_equal(res.indices, rect_loop(A, start, K)[0])
+
+
+def test_square_input_selects_every_row():
+    A = gaussian(6, 6, 2)
+    res = rect_maxvol(A)
+    assert sorted(np.asarray(res.indices).tolist()) == list(range(6))
+    assert res.converged
+    assert res.log_volume == pytest.approx(np.linalg.slogdet(A)[1], abs=1e-9)
 
 
 def test_stopping_by_tol_without_bounds():
