@@ -114,24 +114,17 @@ def _small_loop(A, tol, refine, max_iter):
     NumPy has no batched kernels, so the stacked steps of
     :func:`_greedy_batched` cost one call per step over the whole stack; a
     loop of single geqp3 calls is faster (256 x 128 x 32: 37 ms against
-    60 ms). The rank check, unit rows, volumes and ``max |C|`` are taken
-    once for the stack, and only the problems not yet dominant go through
-    the swaps (0.84x the time of a loop of the whole small path, one thread).
-    Each problem's result is exactly what :func:`maxvol_kit.fast_maxvol`
-    gives.
+    60 ms), and compiled (``maxvol_kit._small.stack_maxvol``) it runs
+    without the interpreter between the calls, over threads. Each problem's
+    result is exactly what :func:`maxvol_kit.fast_maxvol` gives.
     """
-    b, n, r = A.shape
+    n, r = A.shape[1:]
     floor = max(n, r) * float(np.finfo(A.dtype).eps)
-    rows, C, bad, log_volume = small.greedy_coefficients_stack(A, floor)
+    rows, C, bad, log_volume, n_iter, peak = small.stack_maxvol(
+        A, floor, tol, max_iter, refine
+    )
     if bad is not None:
         raise _rank_error(bad, n, r)
-    log_volume = log_volume.astype(A.dtype)
-    n_iter = np.zeros(b, dtype=np.int64)
-    peak = _peaks(C)
-    if refine:
-        for k in np.flatnonzero(peak > tol):
-            n_iter[k], peak[k], gain = small.swaps(C[k], rows[k], tol, max_iter)
-            log_volume[k] += gain
     return MaxVolResult(
         indices=rows,
         n_iter=n_iter,
@@ -139,11 +132,6 @@ def _small_loop(A, tol, refine, max_iter):
         log_volume=log_volume,
         _coefficients=C,
     )
-
-
-def _peaks(C):
-    """``max |C[k]|`` of every problem (two reading passes, no temporary of |C|)."""
-    return np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
 
 
 def _rank_error(first, n, r):

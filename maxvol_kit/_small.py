@@ -23,6 +23,11 @@ import scipy.linalg.blas
 
 from maxvol_kit._backend import ipiv_to_permutation
 
+try:  # the compiled loops (setup.py); without them, the same loops in Python
+    from maxvol_kit import _kernels
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _kernels = None
+
 __all__ = [
     "SMALL",
     "greedy_coefficients",
@@ -33,6 +38,7 @@ __all__ = [
     "lu_coefficients",
     "on_host",
     "rect_growth",
+    "stack_maxvol",
     "swaps",
 ]
 
@@ -214,6 +220,51 @@ def rect_growth(C, rows, min_picks, max_picks, tol2):
     return others[piv[:k] - 1], float(np.log(d[:k]).sum()), best_left
 
 
+def stack_maxvol(A, floor, tol, max_iter, refine):
+    """Fast MaxVol of every problem of a small stack ``A`` (b, n, r).
+
+    :func:`greedy_coefficients_stack`, then :func:`swaps` on the problems
+    not yet dominant (if ``refine``): compiled, the whole stack in one call;
+    else in Python. The same results either way, bit for bit. Returns ``(rows, C,
+    bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and the rest None
+    then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,) the swaps,
+    ``peak`` (b,) the final ``max|C|``.
+    """
+    if _kernels is not None:
+        return _stack_compiled(A, floor, tol, max_iter, refine)
+    rows, C, bad, log_det = greedy_coefficients_stack(A, floor)
+    if bad is not None:
+        return rows, None, bad, None, None, None
+    log_det = log_det.astype(A.dtype)
+    n_iter = np.zeros(A.shape[0], dtype=np.int64)
+    peak = np.maximum(C.max(axis=(1, 2)), -C.min(axis=(1, 2)))
+    if refine:
+        for k in np.flatnonzero(peak > tol):
+            n_iter[k], peak[k], gain = swaps(C[k], rows[k], tol, max_iter)
+            log_det[k] += gain
+    return rows, C, None, log_det, n_iter, peak
+
+
+def _stack_compiled(A, floor, tol, max_iter, refine):
+    b, r = A.shape[0], A.shape[2]
+    work = np.array(A, order="C")  # factored in place, problem by problem
+    C = np.empty_like(work)
+    rows = np.empty((b, r), dtype=np.int64)
+    diagonal = np.empty((b, r), dtype=A.dtype)
+    gain, peak = np.zeros(b), np.empty(b)
+    n_iter = np.zeros(b, dtype=np.int64)
+    arrays = (work, C, rows, diagonal, gain, peak, n_iter)
+
+    bad = [_kernels.stack(*arrays, floor, tol, max_iter, refine, 0, b)]
+    bad = [k for k in bad if k >= 0]
+    if bad:
+        return rows, None, min(bad), None, None, None
+    # as greedy_coefficients_stack and the Python swaps sum them
+    log_det = np.log(diagonal).sum(axis=1)
+    log_det = (log_det.astype(A.dtype) + gain).astype(A.dtype)
+    return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
+
+
 def lu_coefficients(A):
     """The rows LU with partial pivoting picks, their ``rcond`` and ``C``, from one LU.
 
@@ -307,7 +358,10 @@ def swaps(C, idx, tol, max_iter):
     ``log|C_ij|``; on return ``C[idx]`` is the identity.
     """
     work = np.ascontiguousarray(C)  # C itself, as the callers build it
-    n_iter, gain, largest = _swap_loop(work, idx, tol, max_iter)
+    if _kernels is not None and work.size <= SMALL:  # bit for bit _swap_loop
+        n_iter, gain, largest = _kernels.swaps(work, idx, tol, max_iter)
+    else:
+        n_iter, gain, largest = _swap_loop(work, idx, tol, max_iter)
     if work is not C:
         C[...] = work
     return n_iter, largest, gain
