@@ -246,12 +246,7 @@ def certify(
         n_iter, value = 0, backend.ops.absmax(C)[2]
     converged = value <= tol
     if refine and not converged:
-        warnings.warn(
-            f"MaxVol stopped after max_iter={max_iter} swaps with max|C| = "
-            f"{value:.4g} > tol = {tol}; raise max_iter or tol.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        _warn_unconverged(max_iter, value, tol)
     # The starts are full rank (greedy pivots above the rank floor, an LU or
     # user start checked by its singular values) and swaps only grow the volume.
     if small_path and log_det is not None and gain is not None:
@@ -265,6 +260,15 @@ def certify(
         converged=converged,
         log_volume=volume,
         _coefficients=C,
+    )
+
+
+def _warn_unconverged(max_iter, value, tol):
+    warnings.warn(
+        f"MaxVol stopped after max_iter={max_iter} swaps with max|C| = "
+        f"{value:.4g} > tol = {tol}; raise max_iter or tol.",
+        ConvergenceWarning,
+        stacklevel=4,
     )
 
 
@@ -482,24 +486,35 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
             rank, name="rank", low=1, high=r, fix="pass rank=None for the full rank"
         )
     )
-    # Picks and C from one QR.
     if k == r and small.is_small(A, backend, max_rows=small.QR_ROWS):
-        idx, C, found, log_det = small.greedy_coefficients(A, rank_floor(A, backend))
-        if found is not None:
-            raise _greedy_rank_error(A, found, k)
-        result = certify(
-            A,
-            idx,
-            tol,
-            100 * k,
-            backend,
-            refine=refine,
-            C=C,
-            log_det=log_det,
-            few=True,
-        )
+        result = _small_fast_maxvol(A, tol, refine, backend)
     else:
         idx, V = greedy_volume(A, k, backend)
         B = A if k == r else A @ V
         result = certify(B, idx, tol, 100 * k, backend, refine=refine, few=True)
     return in_caller_units(result, e, k, backend)
+
+
+def _small_fast_maxvol(A, tol, refine, backend):
+    """Picks, ``C`` and swaps of a small problem in one call (a stack of one).
+
+    The loop of :func:`maxvol_batched`'s small stacks: one geqp3, one
+    triangular solve, the swaps, compiled where ``maxvol_kit._kernels`` is.
+    """
+    r = A.shape[1]
+    floor, max_iter = rank_floor(A, backend), 100 * r
+    rows, C, bad, log_det, n_iter, peak = small.stack_maxvol(
+        A[None], floor, tol, max_iter, refine
+    )
+    if bad is not None:
+        raise _greedy_rank_error(A, small.greedy_pivots(A, r, floor)[2], r)
+    converged = bool(peak[0] <= tol)
+    if refine and not converged:  # pragma: no cover - a greedy start needs 0-3
+        _warn_unconverged(max_iter, float(peak[0]), tol)
+    return MaxVolResult(
+        indices=rows[0],
+        n_iter=int(n_iter[0]),
+        converged=converged,
+        log_volume=float(log_det[0]),
+        _coefficients=C[0],
+    )
