@@ -13,7 +13,9 @@ from libc.math cimport fabs, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dger, idamax, isamax, sger
-from scipy.linalg.cython_lapack cimport dgeqp3, dtrtrs, sgeqp3, strtrs
+from scipy.linalg.cython_lapack cimport (
+    dgecon, dgeqp3, dgetrf, dtrtrs, sgecon, sgeqp3, sgetrf, strtrs,
+)
 
 ctypedef fused real:
     float
@@ -67,6 +69,89 @@ def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
     if status == -2:
         raise MemoryError()
     return k if status == 1 else -1
+
+
+def lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
+             int64_t[::1] rows, real[::1] diagonal):
+    """The LU start of ``maxvol_kit._small.lu_coefficients``; returns ``rcond``.
+
+    ``lu`` holds a Fortran-ordered copy of ``A`` (n, r), factored in place
+    (getrf); fills ``rows`` (the pivot rows), ``diagonal`` (``|diag U|``)
+    and ``C`` (``A A[rows]^-1``, from ``L21 L11^-1`` by trtrs), and returns
+    gecon's estimate of ``1 / cond_1(A[rows])``.
+    """
+    cdef double rcond = 0.0
+    cdef int status
+    with nogil:
+        status = _lu_start(A, lu, C, rows, diagonal, &rcond)
+    if status != 0:
+        raise MemoryError()
+    return rcond
+
+
+cdef int _lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
+                   int64_t[::1] rows, real[::1] diagonal,
+                   double *rcond) noexcept nogil:
+    cdef Py_ssize_t n = lu.shape[0], r = lu.shape[1], i, j, t
+    cdef int m = <int>n, k = <int>r, nrhs = <int>(n - r), info = 0
+    cdef char one_norm = b'1', lower = b'L', trans = b'T', unit = b'U'
+    cdef real anorm = 0, column, estimate = 0
+    cdef int *ipiv = <int *>malloc(r * sizeof(int))
+    cdef int *iwork = <int *>malloc(r * sizeof(int))
+    cdef int64_t *perm = <int64_t *>malloc(n * sizeof(int64_t))
+    cdef real *work = <real *>malloc(4 * r * sizeof(real))
+    cdef real *B = <real *>malloc((r * (n - r) + 1) * sizeof(real))
+    if ipiv == NULL or iwork == NULL or perm == NULL or work == NULL or B == NULL:
+        free(ipiv)
+        free(iwork)
+        free(perm)
+        free(work)
+        free(B)
+        return -2
+    if real is float:
+        sgetrf(&m, &k, &lu[0, 0], &m, ipiv, &info)
+    else:
+        dgetrf(&m, &k, &lu[0, 0], &m, ipiv, &info)
+    for i in range(n):
+        perm[i] = i
+    for i in range(r):  # ipiv: row interchanges, 1-based
+        t = perm[i]
+        perm[i] = perm[ipiv[i] - 1]
+        perm[ipiv[i] - 1] = t
+    for j in range(r):
+        rows[j] = perm[j]
+        diagonal[j] = fabs(lu[j, j])
+    for j in range(r):  # the 1-norm of A[rows], summed as NumPy's axis-0 sum
+        column = 0
+        for i in range(r):
+            column = column + fabs(A[rows[i], j])
+        if column > anorm:
+            anorm = column
+    if real is float:
+        sgecon(&one_norm, &k, &lu[0, 0], &m, &anorm, &estimate, work, iwork, &info)
+    else:
+        dgecon(&one_norm, &k, &lu[0, 0], &m, &anorm, &estimate, work, iwork, &info)
+    rcond[0] = estimate
+    for i in range(n - r):  # B = L21^T, solved in place: L11^T X = L21^T
+        for j in range(r):
+            B[j + i * r] = lu[r + i, j]
+    if nrhs > 0:
+        if real is float:
+            strtrs(&lower, &trans, &unit, &k, &nrhs, &lu[0, 0], &m, B, &k, &info)
+        else:
+            dtrtrs(&lower, &trans, &unit, &k, &nrhs, &lu[0, 0], &m, B, &k, &info)
+    for i in range(n - r):
+        for j in range(r):
+            C[perm[r + i], j] = B[j + i * r]
+    for i in range(r):
+        for j in range(r):
+            C[rows[i], j] = 1 if i == j else 0
+    free(ipiv)
+    free(iwork)
+    free(perm)
+    free(work)
+    free(B)
+    return 0
 
 
 cdef int _problem(real *work, real *C, int64_t *rows, real *diagonal,

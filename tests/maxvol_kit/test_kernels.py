@@ -95,3 +95,28 @@ def test_stack_names_the_first_rank_deficient_problem(kernels, monkeypatch):
     got = small.stack_maxvol(A, floor, 1.05, 100, True)
     assert got[2] == 2
     assert _python_stack(monkeypatch, A, floor, 1.05, 100, True)[2] == 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    ("n", "r", "order"), [(128, 32, "C"), (50, 7, "F"), (6, 6, "C")]
+)
+def test_lu_start_equals_the_python_path(kernels, monkeypatch, dtype, n, r, order):
+    for seed in range(3):
+        A = np.array(gaussian(n, r, seed, dtype=np.dtype(dtype)), order=order)
+        A.setflags(write=False)  # read, never written
+        got = small.lu_coefficients(A)
+        with monkeypatch.context() as patch:
+            patch.setattr(small, "_kernels", None)
+            expected = small.lu_coefficients(A)
+        np.testing.assert_array_equal(got[0], expected[0])  # rows
+        assert got[1] == expected[1] and got[3] == expected[3]  # rcond, log|det|
+        np.testing.assert_array_equal(got[2], expected[2])  # C
+
+
+def test_lu_start_of_a_singular_matrix_reports_rcond_zero(kernels):
+    A = gaussian(40, 5, 3)
+    A[:, 4] = A[:, 0] + A[:, 1]
+    rows, rcond, _, _ = small.lu_coefficients(A)
+    assert rcond < 40 * np.finfo(np.float64).eps
+    assert np.unique(rows).size == 5
