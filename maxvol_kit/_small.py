@@ -364,7 +364,7 @@ def swaps(C, idx, tol, max_iter):
     ``log|C_ij|``; on return ``C[idx]`` is the identity.
     """
     work = np.ascontiguousarray(C)  # C itself, as the callers build it
-    if _kernels is not None and work.size <= SMALL:  # bit for bit _swap_loop
+    if _kernels is not None and work.size < 2**31:  # bit for bit _swap_loop
         n_iter, gain, largest = _kernels.swaps(work, idx, tol, max_iter)
     else:
         n_iter, gain, largest = _swap_loop(work, idx, tol, max_iter)
