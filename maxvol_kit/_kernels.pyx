@@ -1,12 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled loops of the small MaxVol path: the swaps, and a whole stack.
+"""Compiled loops of the small MaxVol path: the swaps, the LU start, a stack.
 
 The same LAPACK and BLAS calls as ``maxvol_kit._small`` makes through
-SciPy's wrappers (geqp3 with SciPy's default workspace, trtrs, ger), and the
-same arithmetic around them, so every result is bit for bit the one of the
-Python path; what goes is the interpreter's time between the calls (about
-10 us a swap, 30 us a problem of a stack) and the GIL: the loops run
-without it, so a stack can be split over threads.
+SciPy's wrappers (geqp3 with SciPy's default workspace, getrf, gecon,
+trtrs, ger), and the same arithmetic around them, so every result is bit
+for bit the one of the Python path; what goes is the interpreter's time
+between the calls (about 10 us a swap). The loops release the GIL, but a
+stack is not split over threads: concurrent calls into SciPy's OpenBLAS
+serialise (256 x 128 x 32 on two threads took 72 ms against 31 ms on one).
 """
 
 from libc.math cimport fabs, log
@@ -43,8 +44,8 @@ def swaps(real[:, ::1] C, int64_t[::1] idx, double tol, int64_t max_iter):
 def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
           real[:, ::1] diagonal, double[::1] gain, double[::1] peak,
           int64_t[::1] n_iter, double floor, double tol, int64_t max_iter,
-          bint refine, Py_ssize_t start, Py_ssize_t stop):
-    """Greedy pivots, coefficients and swaps of problems ``start:stop`` of a stack.
+          bint refine):
+    """Greedy pivots, coefficients and swaps of every problem of a stack.
 
     ``work`` holds a C-ordered copy of the stack ``A`` (b, n, r): problem
     ``k``'s ``work[k]`` is ``A[k].T`` in Fortran order, factored in place by
@@ -57,10 +58,8 @@ def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
     """
     cdef Py_ssize_t n = work.shape[1], r = work.shape[2], k
     cdef int status = 0
-    if start >= stop:
-        return -1
     with nogil:
-        for k in range(start, stop):
+        for k in range(work.shape[0]):
             status = _problem(&work[k, 0, 0], &C[k, 0, 0], &rows[k, 0],
                               &diagonal[k, 0], &gain[k], &peak[k], &n_iter[k],
                               n, r, floor, tol, max_iter, refine)

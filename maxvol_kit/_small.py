@@ -225,10 +225,10 @@ def stack_maxvol(A, floor, tol, max_iter, refine):
 
     :func:`greedy_coefficients_stack`, then :func:`swaps` on the problems
     not yet dominant (if ``refine``): compiled, the whole stack in one call;
-    else in Python. The same results either way, bit for bit. Returns ``(rows, C,
-    bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and the rest None
-    then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,) the swaps,
-    ``peak`` (b,) the final ``max|C|``.
+    else in Python. The same results either way, bit for bit. Returns
+    ``(rows, C, bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and
+    the rest None then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,)
+    the swaps, ``peak`` (b,) the final ``max|C|``.
     """
     if _kernels is not None:
         return _stack_compiled(A, floor, tol, max_iter, refine)
@@ -254,14 +254,14 @@ def _stack_compiled(A, floor, tol, max_iter, refine):
     gain, peak = np.zeros(b), np.empty(b)
     n_iter = np.zeros(b, dtype=np.int64)
     arrays = (work, C, rows, diagonal, gain, peak, n_iter)
-
-    bad = [_kernels.stack(*arrays, floor, tol, max_iter, refine, 0, b)]
-    bad = [k for k in bad if k >= 0]
-    if bad:
-        return rows, None, min(bad), None, None, None
-    # as greedy_coefficients_stack and the Python swaps sum them
-    log_det = np.log(diagonal).sum(axis=1)
-    log_det = (log_det.astype(A.dtype) + gain).astype(A.dtype)
+    bad = _kernels.stack(*arrays, floor, tol, max_iter, refine)
+    if bad >= 0:
+        return rows, None, bad, None, None, None
+    # as greedy_coefficients_stack and the Python swaps sum them (the gain
+    # of a swapped problem added in A's dtype, as to a NumPy scalar)
+    log_det = np.log(diagonal).sum(axis=1).astype(A.dtype)
+    swapped = n_iter > 0
+    log_det[swapped] += gain[swapped].astype(A.dtype)
     return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
 
 

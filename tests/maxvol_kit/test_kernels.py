@@ -120,3 +120,14 @@ def test_lu_start_of_a_singular_matrix_reports_rcond_zero(kernels):
     rows, rcond, _, _ = small.lu_coefficients(A)
     assert rcond < 40 * np.finfo(np.float64).eps
     assert np.unique(rows).size == 5
+
+
+def test_float32_volumes_add_the_swaps_gain_in_float32(kernels, monkeypatch):
+    # Many swapped float32 problems: the gain added in float64 and rounded
+    # once differs in the last bit from the Python path's float32 addition.
+    A = np.random.default_rng(5).standard_normal((2000, 40, 6)).astype(np.float32)
+    floor = 40 * float(np.finfo(np.float32).eps)
+    got = small.stack_maxvol(A, floor, 1.0, 1000, True)
+    expected = _python_stack(monkeypatch, A, floor, 1.0, 1000, True)
+    assert (got[4] > 0).sum() > 500  # swapped problems
+    np.testing.assert_array_equal(got[3], expected[3])
