@@ -223,9 +223,11 @@ def rect_growth(C, rows, min_picks, max_picks, tol2):
 def stack_maxvol(A, floor, tol, max_iter, refine):
     """Fast MaxVol of every problem of a small stack ``A`` (b, n, r).
 
-    :func:`greedy_coefficients_stack`, then :func:`swaps` on the problems
-    not yet dominant (if ``refine``): compiled, the whole stack in one call;
-    else in Python. The same results either way, bit for bit. Returns
+    The greedy picks and ``C``, then :func:`swaps` on the problems not yet
+    dominant (if ``refine``): compiled, the whole stack in one call (the
+    greedy by Gram-Schmidt, see ``maxvol_kit._kernels``); else
+    :func:`greedy_coefficients_stack` (geqp3) and the swaps in Python, the
+    same picks and swaps up to roundoff. Returns
     ``(rows, C, bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and
     the rest None then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,)
     the swaps, ``peak`` (b,) the final ``max|C|``.
@@ -247,21 +249,16 @@ def stack_maxvol(A, floor, tol, max_iter, refine):
 
 def _stack_compiled(A, floor, tol, max_iter, refine):
     b, r = A.shape[0], A.shape[2]
-    work = np.array(A, order="C")  # factored in place, problem by problem
-    C = np.empty_like(work)
+    C = np.empty(A.shape, dtype=A.dtype)
     rows = np.empty((b, r), dtype=np.int64)
     diagonal = np.empty((b, r), dtype=A.dtype)
     gain, peak = np.zeros(b), np.empty(b)
     n_iter = np.zeros(b, dtype=np.int64)
-    arrays = (work, C, rows, diagonal, gain, peak, n_iter)
+    arrays = (np.ascontiguousarray(A), C, rows, diagonal, gain, peak, n_iter)
     bad = _kernels.stack(*arrays, floor, tol, max_iter, refine)
     if bad >= 0:
         return rows, None, bad, None, None, None
-    # as greedy_coefficients_stack and the Python swaps sum them (the gain
-    # of a swapped problem added in A's dtype, as to a NumPy scalar)
-    log_det = np.log(diagonal).sum(axis=1).astype(A.dtype)
-    swapped = n_iter > 0
-    log_det[swapped] += gain[swapped].astype(A.dtype)
+    log_det = (np.log(diagonal).sum(axis=1) + gain).astype(A.dtype)
     return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
 
 
