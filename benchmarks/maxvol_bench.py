@@ -2,7 +2,8 @@
 
 Every peer runs in this one process on the same Gaussian float64 matrices with
 the BLAS pinned to the same number of threads. For each method: the median
-wall time of ``--repeat`` runs, the time as a ratio of scipy's column-pivoted
+wall time of ``--repeat`` runs (interleaved: every method once per round,
+``A.T @ A`` included), the time as a ratio of scipy's column-pivoted
 QR of ``A.T`` (LAPACK geqp3, the first r pivots are the greedy-volume rows),
 the time as a ratio of ``A.T @ A`` on the same matrix (one BLAS-3 pass,
 the limit a MaxVol that reads ``A`` twice can approach), the largest
@@ -121,49 +122,31 @@ def _skip(name, n):
     return name.startswith("teneva") and n > TENEVA_MAX_N
 
 
-def _limit(A, repeat, calls):
-    """Median time of ``A.T @ A``: the BLAS-3 pass that bounds the MaxVols."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            A.T @ A
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
-
-
 def bench(sizes, repeat, seed=0):
     """Run every method on every size; return a list of result rows."""
     rows = []
     methods = _peers()
     for n, r in sizes:
         A = np.random.default_rng(seed).standard_normal((n, r))
-        limit = _limit(A, repeat, CALLS if n * r < PER_CALL_BELOW else 1)
+        calls = CALLS if n * r < PER_CALL_BELOW else 1
+        runs = {name: run for name, (_, run) in methods.items() if not _skip(name, n)}
+        times, picked = _round_robin(runs, A, r, repeat, calls)
+        limit = statistics.median(times.pop(LIMIT))
         print(
             f"{n:>7}x{r:<4} A.T @ A (the limit): {limit:.3g} s, "
             f"{n * r * r / limit / 1e9:.1f} GFLOP/s",
             flush=True,
         )
-        base = None
-        for name, (kind, run) in methods.items():
-            if _skip(name, n):
-                continue
-            times = []
-            calls = CALLS if n * r < PER_CALL_BELOW else 1
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    picked = run(A, r)
-                times.append((time.perf_counter() - t0) / calls)
-            median = statistics.median(times)
-            base = median if name.startswith("scipy") else base
-            worst, logvol, distinct = _quality(A, picked)
+        base = statistics.median(times["scipy geqp3 (A.T)"])
+        for name, run in runs.items():
+            median = statistics.median(times[name])
+            worst, logvol, distinct = _quality(A, picked[name])
             rows.append(
                 {
                     "n": n,
                     "r": r,
                     "method": name,
-                    "kind": kind,
+                    "kind": methods[name][0],
                     "median_s": median,
                     "ratio_to_geqp3": median / base,
                     "ratio_to_AtA": median / limit,
@@ -175,6 +158,31 @@ def bench(sizes, repeat, seed=0):
             )
             print(_format_row(rows[-1]), flush=True)
     return rows
+
+
+LIMIT = "A.T @ A"
+
+
+def _round_robin(runs, A, r, repeat, calls):
+    """Each method once per round, ``repeat`` rounds: ``(times, picked rows)``.
+
+    Interleaving puts every method through the same phases of a shared
+    machine (whose speed moves by up to 2x within minutes), so the ratios of
+    medians compare like with like. ``times[LIMIT]`` holds ``A.T @ A``.
+    """
+    times = {name: [] for name in [LIMIT, *runs]}
+    picked = {}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            A.T @ A
+        times[LIMIT].append((time.perf_counter() - t0) / calls)
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                picked[name] = run(A, r)
+            times[name].append((time.perf_counter() - t0) / calls)
+    return times, picked
 
 
 HEADER = (
@@ -218,7 +226,7 @@ def write_outputs(rows, meta, out):
     lines = [
         f"Measured {meta['date']} on {meta['cores']} cores ({meta['cpu']}), "
         f"NumPy {meta['numpy']}, SciPy {meta['scipy']}, BLAS threads pinned to "
-        f"{meta['threads']}; median of {meta['repeat']} runs.",
+        f"{meta['threads']}; median of {meta['repeat']} interleaved runs.",
         "",
         "| n x r | method | median time (s) | time / geqp3 | time / A.T A "
         "| max abs C (rect: max row norm) | log volume | peak memory / (n r) |",
