@@ -4,7 +4,8 @@ In one process, with NumPy's BLAS and torch pinned to the same thread count:
 
 1. ``fast_maxvol``, ``maxvol`` and ``rect_maxvol`` (K = 2r) on the same
    Gaussian float64 100000 x 256 matrix as a NumPy array and as a torch CPU
-   tensor: median time of ``--repeat`` runs and the torch / NumPy ratio.
+   tensor: median time of ``--repeat`` interleaved runs and the torch / NumPy
+   ratio.
 2. ``maxvol_batched`` on 256 problems of 128 x 32 against a Python loop of
    ``fast_maxvol`` calls, on torch CPU and NumPy, with the share of problems
    that are dominant (max|C| <= 1.05).
@@ -30,15 +31,21 @@ import maxvol_kit
 from maxvol_kit import fast_maxvol, maxvol, maxvol_batched, rect_maxvol
 
 
-def _median_time(run, repeat, sync=lambda: None):
-    times = []
+def _median_times(runs, repeat, sync=lambda: None):
+    """The median time of each of ``runs``, interleaved: each once per round.
+
+    Timed one after the other, two runs see different phases of a shared
+    machine (its speed moves by up to 2x within minutes).
+    """
+    times = [[] for _ in runs]
     for _ in range(repeat):
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run, out in zip(runs, times, strict=True):
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def single_matrix(torch, n, r, repeat):
@@ -52,8 +59,9 @@ def single_matrix(torch, n, r, repeat):
     }
     rows = []
     for name, run in methods.items():
-        t_np = _median_time(lambda run=run: run(A), repeat)
-        t_torch = _median_time(lambda run=run: run(T), repeat)
+        t_np, t_torch = _median_times(
+            [lambda run=run: run(A), lambda run=run: run(T)], repeat
+        )
         same = np.array_equal(np.asarray(run(A).indices), run(T).indices.numpy())
         rows.append(
             {
@@ -78,8 +86,13 @@ def batched(torch, b, n, r, repeat):
         ("numpy", A),
     )
     for label, X in cases:
-        t_batch = _median_time(lambda X=X: maxvol_batched(X), repeat)
-        t_loop = _median_time(lambda X=X: [fast_maxvol(X[k]) for k in range(b)], repeat)
+        t_batch, t_loop = _median_times(
+            [
+                lambda X=X: maxvol_batched(X),
+                lambda X=X: [fast_maxvol(X[k]) for k in range(b)],
+            ],
+            repeat,
+        )
         res = maxvol_batched(X)
         dominant = float(np.mean(np.asarray(res.converged)))
         rows.append(
@@ -107,7 +120,7 @@ def gpu(torch, repeat):
     rows.append(
         {
             "case": "fast_maxvol 1000000x256 (torch cuda)",
-            "seconds": _median_time(lambda: fast_maxvol(A), repeat, sync),
+            "seconds": _median_times([lambda: fast_maxvol(A)], repeat, sync)[0],
         }
     )
     S = torch.randn(512, 128, 32, dtype=torch.float64, device="cuda")
@@ -115,7 +128,7 @@ def gpu(torch, repeat):
     rows.append(
         {
             "case": "maxvol_batched 512x128x32 (torch cuda)",
-            "seconds": _median_time(lambda: maxvol_batched(S), repeat, sync),
+            "seconds": _median_times([lambda: maxvol_batched(S)], repeat, sync)[0],
         }
     )
     for row in rows:
