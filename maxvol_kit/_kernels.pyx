@@ -39,7 +39,7 @@ def swaps(real[:, ::1] C, int64_t[::1] idx, double tol, int64_t max_iter):
     cdef int ok
     with nogil:
         ok = _swaps(&C[0, 0], C.shape[0], C.shape[1], &idx[0], tol, max_iter,
-                    &n_iter, &gain, &largest)
+                    &n_iter, &gain, &largest, True)
     if not ok:
         raise MemoryError()
     return n_iter, gain, largest
@@ -157,7 +157,7 @@ def stack(const real[:, :, ::1] A, real[:, :, ::1] C, int64_t[:, ::1] rows,
             n_iter[k] = 0
             if refine and peak[k] > tol:
                 if not _swaps(&C[k, 0, 0], n, r, &rows[k, 0], tol, max_iter,
-                              &n_iter[k], &gain[k], &peak[k]):
+                              &n_iter[k], &gain[k], &peak[k], False):
                     status = -2
                     break
     free(buf)
@@ -298,10 +298,14 @@ cdef double _absmax(real *x, Py_ssize_t size) noexcept nogil:
 
 cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
                 int64_t max_iter, int64_t *n_iter, double *gain,
-                double *largest) noexcept nogil:
-    """The swap loop on row-major ``C`` (n, r); 0 if out of memory."""
-    cdef Py_ssize_t t, i, j, p, size = n * r
-    cdef real pivot, one = 1, minus_one = -1
+                double *largest, bint blas) noexcept nogil:
+    """The swap loop on row-major ``C`` (n, r); 0 if out of memory.
+
+    ``blas``: BLAS i?amax and ger, as the Python loop (bit for bit); else
+    plain loops, which threads can run side by side.
+    """
+    cdef Py_ssize_t t, i, j, k, p, size = n * r
+    cdef real pivot, x, one = 1, minus_one = -1
     cdef int m = <int>r, cols = <int>n, inc = 1
     cdef real *u = <real *>malloc(n * sizeof(real))
     cdef real *w = <real *>malloc(r * sizeof(real))
@@ -314,7 +318,7 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
             C[idx[j] * r + t] = 0
         C[idx[j] * r + j] = 1
     while True:
-        p = _largest(C, size)
+        p = _largest(C, size) if blas else _largest_plain(C, size)
         i = p // r
         j = p % r
         largest[0] = fabs(C[p])
@@ -327,7 +331,12 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
             w[t] = C[i * r + t] / pivot
         w[j] -= one / pivot
         # C is row-major, so it is C.T (r x n) in Fortran order: C.T -= w u^T
-        if real is float:
+        if not blas:
+            for t in range(n):
+                x = -u[t]
+                for k in range(r):
+                    C[t * r + k] += w[k] * x
+        elif real is float:
             sger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
         else:
             dger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
@@ -360,3 +369,17 @@ cdef Py_ssize_t _largest(real *x, Py_ssize_t size) noexcept nogil:
             if x[t] == -x[p]:
                 return t
     return p
+
+
+cdef Py_ssize_t _largest_plain(real *x, Py_ssize_t size) noexcept nogil:
+    """:func:`_largest` without BLAS: the first largest and the first smallest."""
+    cdef Py_ssize_t t, high = 0, low = 0
+    cdef real top = x[0], bottom = x[0]
+    for t in range(1, size):
+        if x[t] > top:
+            top = x[t]
+            high = t
+        elif x[t] < bottom:
+            bottom = x[t]
+            low = t
+    return high if top >= -bottom else low

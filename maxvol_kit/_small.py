@@ -12,9 +12,12 @@ The results are those of the blocked paths (ties and roundoff aside).
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import math
+import os
 import sys
 
 import numpy as np
@@ -255,11 +258,42 @@ def _stack_compiled(A, floor, tol, max_iter, refine):
     gain, peak = np.zeros(b), np.empty(b)
     n_iter = np.zeros(b, dtype=np.int64)
     arrays = (np.ascontiguousarray(A), C, rows, diagonal, gain, peak, n_iter)
-    bad = _kernels.stack(*arrays, floor, tol, max_iter, refine)
-    if bad >= 0:
-        return rows, None, bad, None, None, None
+
+    def run(bounds):  # problems start:stop; the first rank-deficient one or -1
+        start, stop = bounds
+        part = [x[start:stop] for x in arrays]
+        bad = _kernels.stack(*part, floor, tol, max_iter, refine)
+        return bad + start if bad >= 0 else -1
+
+    cuts = np.linspace(0, b, _stack_threads(b) + 1).astype(int).tolist()
+    bounds = list(itertools.pairwise(cuts))
+    if len(bounds) == 1:
+        bad = [run(bounds[0])]
+    else:  # the loop holds no GIL and calls no BLAS: threads run side by side
+        with concurrent.futures.ThreadPoolExecutor(len(bounds)) as pool:
+            bad = list(pool.map(run, bounds))
+    bad = [k for k in bad if k >= 0]
+    if bad:
+        return rows, None, min(bad), None, None, None
     log_det = (np.log(diagonal).sum(axis=1) + gain).astype(A.dtype)
     return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
+
+
+def _stack_threads(b):
+    """Threads for a compiled stack of ``b`` problems: one per 64 problems.
+
+    At most the cores this process may run on, and at most ``OMP_NUM_THREADS``
+    when it is set (the variable that pins NumPy's, SciPy's and torch's
+    thread pools too).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    pinned = os.environ.get("OMP_NUM_THREADS", "")
+    if pinned.isdigit() and int(pinned) > 0:
+        cores = min(cores, int(pinned))
+    return max(1, min(cores, b // 64))
 
 
 def lu_coefficients(A):

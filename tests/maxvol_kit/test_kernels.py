@@ -144,3 +144,36 @@ def test_lu_start_of_a_singular_matrix_reports_rcond_zero(kernels):
     rows, rcond, _, _ = small.lu_coefficients(A)
     assert rcond < 40 * np.finfo(np.float64).eps
     assert np.unique(rows).size == 5
+
+
+def test_stack_over_threads_equals_one_thread(kernels, monkeypatch):
+    # Each problem's loop is deterministic and touches only its own slices;
+    # the first rank-deficient problem is found in whichever chunk holds it.
+    A = gaussian(200 * 24, 4, 8).reshape(200, 24, 4)
+    floor = 24 * float(np.finfo(np.float64).eps)
+    results = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(small, "_stack_threads", lambda b, t=threads: t)
+        results[threads] = small.stack_maxvol(A, floor, 1.05, 400, True)
+    for x, y in zip(results[1], results[3], strict=True):
+        if x is None:
+            assert y is None
+        else:
+            np.testing.assert_array_equal(x, y)
+    A[150, :, 3] = A[150, :, 1]  # in the third chunk of three
+    A[180, :, 2] = 0.0
+    assert small.stack_maxvol(A, floor, 1.05, 400, True)[2] == 150
+    A[20, :, 0] = A[20, :, 1]  # now also in the first
+    assert small.stack_maxvol(A, floor, 1.05, 400, True)[2] == 20
+
+
+def test_stack_threads_follow_cores_problems_and_omp_num_threads(monkeypatch):
+    monkeypatch.setattr(small.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert small._stack_threads(63) == 1
+    assert small._stack_threads(200) == 3
+    assert small._stack_threads(10_000) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert small._stack_threads(10_000) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
+    assert small._stack_threads(10_000) == 4
