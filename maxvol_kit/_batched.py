@@ -63,6 +63,13 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
         If ``A`` is not a finite 3-D stack of tall matrices, or a problem has
         numerical rank below r (the message names the first such problem).
 
+    Notes
+    -----
+    A NumPy or torch CPU stack of small problems (``n <= 1024``, ``n r <=
+    131072``) runs compiled (``maxvol_kit._kernels``), split over threads:
+    one per 64 problems, at most the cores the process may use and at most
+    ``OMP_NUM_THREADS`` when it is set.
+
     Examples
     --------
     >>> import numpy as np
