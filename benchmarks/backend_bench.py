@@ -180,7 +180,7 @@ def table(results):
     """The Markdown tables of the docs page."""
     lines = [
         f"Measured {results['date']}, {results['threads']} threads for NumPy's BLAS "
-        f"and torch, median of {results['repeat']} runs; torch "
+        f"and torch, median of {results['repeat']} interleaved runs; torch "
         f"{results['versions']['torch']}, NumPy {results['versions']['numpy']}.",
         "",
         "| case | NumPy (s) | torch CPU (s) | torch / NumPy | same rows |",
