@@ -177,3 +177,20 @@ def test_stack_threads_follow_cores_problems_and_omp_num_threads(monkeypatch):
     assert small._stack_threads(10_000) == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert small._stack_threads(10_000) == 4
+
+
+def test_a_compiled_rank_error_stands_only_if_geqp3_agrees(kernels, monkeypatch):
+    # At the floor's edge the two greedies may disagree; then the Python
+    # path (geqp3) decides, here that the stack is full rank.
+    A = gaussian(3 * 20, 4, 6).reshape(3, 20, 4)
+    floor = 20 * float(np.finfo(np.float64).eps)
+    compiled = small._stack_compiled
+
+    def says_rank_deficient(*args):
+        return (*compiled(*args)[:2], 1, None, None, None)
+
+    monkeypatch.setattr(small, "_stack_compiled", says_rank_deficient)
+    got = small.stack_maxvol(A, floor, 1.05, 400, True)
+    assert got[2] is None
+    expected = _python_stack(monkeypatch, A, floor, 1.05, 400, True)
+    np.testing.assert_array_equal(got[1], expected[1])  # the Python path's result
