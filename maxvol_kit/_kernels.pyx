@@ -130,9 +130,9 @@ cdef int _lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
 
 
 def stack(const real[:, :, ::1] A, real[:, :, ::1] C, int64_t[:, ::1] rows,
-             real[:, ::1] diagonal, double[::1] gain, double[::1] peak,
-             int64_t[::1] n_iter, double floor, double tol, int64_t max_iter,
-             bint refine):
+          real[:, ::1] diagonal, double[::1] gain, double[::1] peak,
+          int64_t[::1] n_iter, double floor, double tol, int64_t max_iter,
+          bint refine):
     """Greedy-volume rows, ``C`` and swaps of every problem of a stack ``A`` (b, n, r).
 
     Fills ``rows`` (the greedy picks in order), ``diagonal`` (the residual
