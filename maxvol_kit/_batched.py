@@ -14,9 +14,9 @@ the greedy residual norms times the pivot of every swap.
 For each problem the result is the one :func:`maxvol_kit.fast_maxvol` gives
 (same greedy picks, same classical swaps; ties aside). A NumPy stack of
 small problems (the small path's sizes) goes problem by problem through that
-path instead (``maxvol_kit._small.stack_maxvol``, compiled): on the CPU a
-loop over problems that each fit in cache is faster than one NumPy call per
-step over the whole stack.
+path instead (``maxvol_kit._small.stack_maxvol``, compiled where the
+extension is built): on the CPU a loop of LAPACK calls on problems that each
+fit in cache is faster than one NumPy call per step over the whole stack.
 """
 
 from __future__ import annotations
@@ -62,13 +62,6 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
     ValueError
         If ``A`` is not a finite 3-D stack of tall matrices, or a problem has
         numerical rank below r (the message names the first such problem).
-
-    Notes
-    -----
-    A NumPy or torch CPU stack of small problems (``n <= 1024``, ``n r <=
-    131072``) runs compiled (``maxvol_kit._kernels``), split over threads:
-    one per 64 problems, at most the cores the process may use and at most
-    ``OMP_NUM_THREADS`` when it is set.
 
     Examples
     --------
@@ -117,14 +110,14 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
 
 
 def _small_loop(A, tol, refine, max_iter):
-    """The small NumPy path: problem by problem, greedy, ``C`` and swaps.
+    """The small NumPy path: one geqp3 per problem, then swaps where needed.
 
     NumPy has no batched kernels, so the stacked steps of
     :func:`_greedy_batched` cost one call per step over the whole stack; a
-    loop of single geqp3 calls was faster (256 x 128 x 32: 37 ms against
-    60 ms), and the compiled loop (``maxvol_kit._small.stack_maxvol``)
-    faster still. Each problem's result is exactly what
-    :func:`maxvol_kit.fast_maxvol` gives (the same loop).
+    loop of single geqp3 calls is faster (256 x 128 x 32: 37 ms against
+    60 ms), and compiled (``maxvol_kit._small.stack_maxvol``) it runs
+    without the interpreter between the calls. Each problem's result is
+    exactly what :func:`maxvol_kit.fast_maxvol` gives (the same loop).
     """
     n, r = A.shape[1:]
     floor = max(n, r) * float(np.finfo(A.dtype).eps)

@@ -1,26 +1,26 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled loops of the small MaxVol path: the swaps, the LU start, a stack.
 
-The swaps and the LU start make the LAPACK and BLAS calls that
-``maxvol_kit._small`` makes through SciPy's wrappers (getrf, gecon, trtrs,
-i?amax, ger), with the same arithmetic around them, so their results are
-bit for bit the Python path's; what goes is the interpreter's time between
-the calls (about 10 us a swap). The greedy of a stack (and of a single small
-``fast_maxvol``) is classical Gram-Schmidt twice in plain loops along the
-rows of ``A.T``: the same picks as LAPACK geqp3, the Python path's greedy,
-up to roundoff, in 0.45-0.6x its time at 512-1024 x 32. A stack calls no
-BLAS at all (its swaps run plain loops too) and releases the GIL, so it can
-be split over threads: concurrent calls into SciPy's OpenBLAS serialise
-(256 x 128 x 32 with geqp3 on two threads took 72 ms against 31 ms on one).
+The same LAPACK and BLAS calls as ``maxvol_kit._small`` makes through
+SciPy's wrappers (geqp3 with SciPy's default workspace, getrf, gecon,
+trtrs, i?amax, ger), and the same arithmetic around them, so every result
+is bit for bit the one of the Python path; what goes is the interpreter's
+time between the calls (about 10 us a swap). The loops release the GIL,
+but a stack is not split over threads: concurrent calls into SciPy's
+OpenBLAS serialise (256 x 128 x 32 on two threads took 72 ms against 31 ms
+on one). A greedy without LAPACK (Gram-Schmidt in plain loops, which
+threads can run side by side) was 0.5x geqp3's time at 512-1024 x 32 but
+1.1-1.3x at 128 x 32, lost digits of ``C`` when the columns' scales spread
+(8e-8 against 7e-16 at a spread of 1e13) and broke exact ties unlike
+geqp3; it is not kept.
 """
 
-from libc.float cimport DBL_EPSILON, FLT_EPSILON
-from libc.math cimport INFINITY, fabs, log, sqrt
+from libc.math cimport fabs, log
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dger, idamax, isamax, sger
 from scipy.linalg.cython_lapack cimport (
-    dgecon, dgetrf, dtrtrs, sgecon, sgetrf, strtrs,
+    dgecon, dgeqp3, dgetrf, dtrtrs, sgecon, sgeqp3, sgetrf, strtrs,
 )
 
 ctypedef fused real:
@@ -40,10 +40,39 @@ def swaps(real[:, ::1] C, int64_t[::1] idx, double tol, int64_t max_iter):
     cdef int ok
     with nogil:
         ok = _swaps(&C[0, 0], C.shape[0], C.shape[1], &idx[0], tol, max_iter,
-                    &n_iter, &gain, &largest, True)
+                    &n_iter, &gain, &largest)
     if not ok:
         raise MemoryError()
     return n_iter, gain, largest
+
+
+def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
+          real[:, ::1] diagonal, double[::1] gain, double[::1] peak,
+          int64_t[::1] n_iter, double floor, double tol, int64_t max_iter,
+          bint refine):
+    """Greedy pivots, coefficients and swaps of every problem of a stack.
+
+    ``work`` holds a C-ordered copy of the stack ``A`` (b, n, r): problem
+    ``k``'s ``work[k]`` is ``A[k].T`` in Fortran order, factored in place by
+    geqp3 and then holding ``R11^-1 R12`` (trtrs). Fills ``rows`` (the
+    pivots), ``diagonal`` (``|diag R11|``), ``C`` (``A[k] A[k][rows]^-1``,
+    swapped to ``max|C| <= tol`` if ``refine``), ``gain`` (the swaps'
+    ``sum log|C_ij|``), ``peak`` (``max|C|``) and ``n_iter``. Returns the
+    first problem whose pivots fall below ``floor`` times the first (its
+    ``C`` and the later problems untouched), or -1.
+    """
+    cdef Py_ssize_t n = work.shape[1], r = work.shape[2], k
+    cdef int status = 0
+    with nogil:
+        for k in range(work.shape[0]):
+            status = _problem(&work[k, 0, 0], &C[k, 0, 0], &rows[k, 0],
+                              &diagonal[k, 0], &gain[k], &peak[k], &n_iter[k],
+                              n, r, floor, tol, max_iter, refine)
+            if status != 0:
+                break
+    if status == -2:
+        raise MemoryError()
+    return k if status == 1 else -1
 
 
 def lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
@@ -129,163 +158,57 @@ cdef int _lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
     return 0
 
 
-def stack(const real[:, :, ::1] A, real[:, :, ::1] C, int64_t[:, ::1] rows,
-          real[:, ::1] diagonal, double[::1] gain, double[::1] peak,
-          int64_t[::1] n_iter, double floor, double tol, int64_t max_iter,
-          bint refine):
-    """Greedy-volume rows, ``C`` and swaps of every problem of a stack ``A`` (b, n, r).
-
-    Fills ``rows`` (the greedy picks in order), ``diagonal`` (the residual
-    norms, whose product is ``|det A[k][rows]|``), ``C`` (``A[k]
-    A[k][rows]^-1``, swapped to ``max|C| <= tol`` if ``refine``), ``gain``
-    (the swaps' ``sum log|C_ij|``), ``peak`` (``max|C|``) and ``n_iter``.
-    Returns the first problem whose residual falls to ``floor`` times the
-    largest row norm (its ``C`` and the later problems untouched), or -1.
-    """
-    cdef Py_ssize_t b = A.shape[0], n = A.shape[1], r = A.shape[2], k = 0
-    cdef int status = 0
-    cdef real *buf = <real *>malloc((2 * r * n + 2 * n + 3 * r * r + 2 * r) * sizeof(real))
-    if buf == NULL:
-        raise MemoryError()
-    with nogil:
-        for k in range(b):
-            status = _gs_problem(&A[k, 0, 0], &C[k, 0, 0], &rows[k, 0],
-                                 &diagonal[k, 0], n, r, floor, buf)
-            if status != 0:
-                break
-            peak[k] = _absmax(&C[k, 0, 0], n * r)
-            gain[k] = 0.0
-            n_iter[k] = 0
-            if refine and peak[k] > tol:
-                if not _swaps(&C[k, 0, 0], n, r, &rows[k, 0], tol, max_iter,
-                              &n_iter[k], &gain[k], &peak[k], False):
-                    status = -2
-                    break
-    free(buf)
-    if status == -2:
-        raise MemoryError()
-    return k if status == 1 else -1
-
-
-cdef int _gs_problem(const real *A, real *C, int64_t *rows, real *diagonal,
-                     Py_ssize_t n, Py_ssize_t r, double floor,
-                     real *buf) noexcept nogil:
-    """Greedy-volume rows and ``C`` of row-major ``A`` (n, r): 0, or 1 if rank < r.
-
-    Classical Gram-Schmidt twice gives ``A[rows] = L V^T`` (``V``
-    orthonormal, ``L`` lower triangular with the residual norms on its
-    diagonal); the products ``W = A V`` that update the scores give
-    ``C = W L^-1``. Everything runs along rows of ``A.T`` (contiguous, so
-    the loops vectorise).
-    """
-    cdef real *At = buf
-    cdef real *Wt = At + r * n
-    cdef real *scores = Wt + r * n
-    cdef real *V = scores + n
-    cdef real *L = V + r * r
-    cdef real *y = L + r * r
-    cdef real *c = y + r
-    cdef real *exact = c + r
-    cdef real *VT = exact + n
-    cdef Py_ssize_t i, j, t, k, p, pass_
-    cdef real s, norm, top, limit, x
-    # LAPACK's test (xLAQP2): a downdated score below this fraction of its
-    # last exact value has lost half its digits and is recomputed
-    cdef real lost = sqrt(FLT_EPSILON if real is float else DBL_EPSILON)
-    for i in range(n):
-        for j in range(r):
-            At[j * n + i] = A[i * r + j]
-    for i in range(n):
-        scores[i] = 0
+cdef int _problem(real *work, real *C, int64_t *rows, real *diagonal,
+                  double *gain, double *peak, int64_t *n_iter, Py_ssize_t n,
+                  Py_ssize_t r, double floor, double tol, int64_t max_iter,
+                  bint refine) noexcept nogil:
+    """One problem of :func:`stack`: 0 done, 1 rank-deficient, -2 no memory."""
+    cdef int m = <int>r, cols = <int>n, lwork = 3 * (<int>n + 1), info = 0
+    cdef int nrhs = <int>(n - r)
+    cdef Py_ssize_t i, j
+    cdef char upper = b'U', no = b'N'
+    cdef int *jpvt = <int *>malloc(n * sizeof(int))
+    cdef real *tau = <real *>malloc(r * sizeof(real))
+    cdef real *scratch = <real *>malloc(lwork * sizeof(real))
+    if jpvt == NULL or tau == NULL or scratch == NULL:
+        free(jpvt)
+        free(tau)
+        free(scratch)
+        return -2
+    for j in range(n):
+        jpvt[j] = 0
+    if real is float:
+        sgeqp3(&m, &cols, work, &m, jpvt, tau, scratch, &lwork, &info)
+    else:
+        dgeqp3(&m, &cols, work, &m, jpvt, tau, scratch, &lwork, &info)
+    free(tau)
+    free(scratch)
     for j in range(r):
-        for i in range(n):
-            scores[i] += At[j * n + i] * At[j * n + i]
-    top = scores[0]
-    for i in range(n):
-        exact[i] = scores[i]
-        if scores[i] > top:
-            top = scores[i]
-    limit = <real>(floor * floor) * top
-    for t in range(r * r):
-        L[t] = 0
-    for k in range(r):
-        p = 0
-        top = scores[0]
-        for i in range(1, n):
-            if scores[i] > top:
-                top = scores[i]
-                p = i
-        rows[k] = p
-        for j in range(r):
-            y[j] = A[p * r + j]
-        for pass_ in range(2):  # c = V y and y -= V^T c, as axpys (they vectorise)
-            for t in range(k):
-                c[t] = 0
-            for j in range(r):
-                x = y[j]
-                for t in range(k):
-                    c[t] += x * VT[j * r + t]
-            for t in range(k):
-                L[k * r + t] += c[t]
-                x = c[t]
-                for j in range(r):
-                    y[j] -= x * V[t * r + j]
-        s = 0
-        for j in range(r):
-            s += y[j] * y[j]
-        if not s > limit:
+        diagonal[j] = fabs(work[j * r + j])
+        rows[j] = jpvt[j] - 1
+    for j in range(r):
+        if not diagonal[j] > floor * diagonal[0]:
+            free(jpvt)
             return 1
-        norm = sqrt(s)
-        L[k * r + k] = norm
-        diagonal[k] = norm
+    if nrhs > 0:  # R11^-1 R12 in place of R12 (the columns r.. of A[k].T)
+        if real is float:
+            strtrs(&upper, &no, &no, &m, &nrhs, work, &m, work + r * r, &m, &info)
+        else:
+            dtrtrs(&upper, &no, &no, &m, &nrhs, work, &m, work + r * r, &m, &info)
+    for i in range(r, n):  # row perm[i] of C is column i of [I, R11^-1 R12]
         for j in range(r):
-            V[k * r + j] = y[j] / norm
-            VT[j * r + k] = V[k * r + j]
-        for i in range(n):
-            Wt[k * n + i] = 0
+            C[(jpvt[i] - 1) * r + j] = work[i * r + j]
+    free(jpvt)
+    for i in range(r):
         for j in range(r):
-            x = V[k * r + j]
-            for i in range(n):
-                Wt[k * n + i] += x * At[j * n + i]
-        for i in range(n):
-            scores[i] -= Wt[k * n + i] * Wt[k * n + i]
-        scores[p] = -INFINITY
-        if k + 1 < r:
-            for i in range(n):
-                if scores[i] != -INFINITY and scores[i] <= lost * exact[i]:
-                    scores[i] = _residual(A + i * r, Wt + i, n, V, k + 1, r, y)
-                    exact[i] = scores[i]
-    # C L = W, row by row, backwards over the columns (in place of Wt)
-    for t in range(r - 1, -1, -1):
-        for j in range(t + 1, r):
-            x = L[j * r + t]
-            for i in range(n):
-                Wt[t * n + i] -= x * Wt[j * n + i]
-        x = L[t * r + t]
-        for i in range(n):
-            Wt[t * n + i] /= x
-    for i in range(n):
-        for t in range(r):
-            C[i * r + t] = Wt[t * n + i]
-    for k in range(r):
-        for t in range(r):
-            C[rows[k] * r + t] = 1 if k == t else 0
+            C[rows[i] * r + j] = 1 if i == j else 0
+    peak[0] = _absmax(C, n * r)
+    gain[0] = 0.0
+    n_iter[0] = 0
+    if refine and peak[0] > tol:
+        if not _swaps(C, n, r, rows, tol, max_iter, n_iter, gain, peak):
+            return -2
     return 0
-
-
-cdef real _residual(const real *a, real *w, Py_ssize_t stride, real *V,
-                    Py_ssize_t k, Py_ssize_t r, real *y) noexcept nogil:
-    """``||a - sum_t w[t * stride] V[t]||^2`` over the first ``k`` rows of ``V``."""
-    cdef Py_ssize_t t, j
-    cdef real s = 0
-    for j in range(r):
-        y[j] = a[j]
-    for t in range(k):
-        for j in range(r):
-            y[j] -= w[t * stride] * V[t * r + j]
-    for j in range(r):
-        s += y[j] * y[j]
-    return s
 
 
 cdef double _absmax(real *x, Py_ssize_t size) noexcept nogil:
@@ -299,14 +222,10 @@ cdef double _absmax(real *x, Py_ssize_t size) noexcept nogil:
 
 cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
                 int64_t max_iter, int64_t *n_iter, double *gain,
-                double *largest, bint blas) noexcept nogil:
-    """The swap loop on row-major ``C`` (n, r); 0 if out of memory.
-
-    ``blas``: BLAS i?amax and ger, as the Python loop (bit for bit); else
-    plain loops, which threads can run side by side.
-    """
-    cdef Py_ssize_t t, i, j, k, p, size = n * r
-    cdef real pivot, x, one = 1, minus_one = -1
+                double *largest) noexcept nogil:
+    """The swap loop on row-major ``C`` (n, r); 0 if out of memory."""
+    cdef Py_ssize_t t, i, j, p, size = n * r
+    cdef real pivot, one = 1, minus_one = -1
     cdef int m = <int>r, cols = <int>n, inc = 1
     cdef real *u = <real *>malloc(n * sizeof(real))
     cdef real *w = <real *>malloc(r * sizeof(real))
@@ -319,7 +238,7 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
             C[idx[j] * r + t] = 0
         C[idx[j] * r + j] = 1
     while True:
-        p = _largest(C, size) if blas else _largest_plain(C, size)
+        p = _largest(C, size)
         i = p // r
         j = p % r
         largest[0] = fabs(C[p])
@@ -332,12 +251,7 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
             w[t] = C[i * r + t] / pivot
         w[j] -= one / pivot
         # C is row-major, so it is C.T (r x n) in Fortran order: C.T -= w u^T
-        if not blas:
-            for t in range(n):
-                x = -u[t]
-                for k in range(r):
-                    C[t * r + k] += w[k] * x
-        elif real is float:
+        if real is float:
             sger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
         else:
             dger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
@@ -370,17 +284,3 @@ cdef Py_ssize_t _largest(real *x, Py_ssize_t size) noexcept nogil:
             if x[t] == -x[p]:
                 return t
     return p
-
-
-cdef Py_ssize_t _largest_plain(real *x, Py_ssize_t size) noexcept nogil:
-    """:func:`_largest` without BLAS: the first largest and the first smallest."""
-    cdef Py_ssize_t t, high = 0, low = 0
-    cdef real top = x[0], bottom = x[0]
-    for t in range(1, size):
-        if x[t] > top:
-            top = x[t]
-            high = t
-        elif x[t] < bottom:
-            bottom = x[t]
-            low = t
-    return high if top >= -bottom else low

@@ -498,8 +498,8 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
 def _small_fast_maxvol(A, tol, refine, backend):
     """Picks, ``C`` and swaps of a small problem in one call (a stack of one).
 
-    The loop of :func:`maxvol_batched`'s small stacks (greedy, ``C`` and
-    swaps; compiled where ``maxvol_kit._kernels`` is built).
+    The loop of :func:`maxvol_batched`'s small stacks: one geqp3, one
+    triangular solve, the swaps, compiled where ``maxvol_kit._kernels`` is.
     """
     r = A.shape[1]
     floor, max_iter = rank_floor(A, backend), 100 * r

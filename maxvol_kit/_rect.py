@@ -90,11 +90,14 @@ def rect_maxvol(
     refine = check_flag(refine, name="refine")
     n, r = A.shape
     min_rows, max_rows = _row_bounds(n_rows, min_rows, max_rows, n, r)
-    volume = None
+    small_result = None
     if _small_growth(A, min_rows, max_rows, backend):
-        idx, best_left, volume = _rect_small(A, min_rows, max_rows, tol, backend)
-    else:
+        small_result = _rect_small(A, min_rows, max_rows, tol, backend)
+    if small_result is None:
         idx, _scores, best_left = rect_greedy(A, min_rows, max_rows, tol, backend)
+        volume = None
+    else:
+        idx, best_left, volume = small_result
     n_iter = 0
     if refine:
         idx, n_iter, best_left = _exchange_refine(A, idx, backend)
@@ -127,15 +130,17 @@ def _small_growth(A, min_rows, max_rows, backend):
 def _rect_small(A, min_rows, max_rows, tol, backend):
     """Square greedy start and growth from one geqp3 and one pivoted Cholesky.
 
-    Returns ``(rows, best_left, log_volume)``.
+    Returns ``(rows, best_left, log_volume)``, or None where the growth
+    cannot resolve the scores (:func:`small.rect_growth`).
     """
     r = A.shape[1]
     rows, C, found, log_det = small.greedy_coefficients(A, rank_floor(A, backend))
     if found is not None:
         raise _greedy_rank_error(A, found, r, hint=_RANK_HINT)
-    added, gain, best_left = small.rect_growth(
-        C, rows, min_rows - r, max_rows - r, tol * tol
-    )
+    grown = small.rect_growth(C, rows, min_rows - r, max_rows - r, tol * tol)
+    if grown is None:
+        return None
+    added, gain, best_left = grown
     return np.concatenate([rows, added]), best_left, log_det + gain
 
 

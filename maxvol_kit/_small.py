@@ -9,18 +9,14 @@ Here the greedy-volume picks are the pivots of one column-pivoted QR of
 are the classical ones, one rank-1 update of the whole small ``C`` each.
 The results are those of the blocked paths (ties and roundoff aside).
 Where the optional extension ``maxvol_kit._kernels`` is built these loops
-run compiled: the swaps and ``maxvol``'s LU start bit for bit, the greedy
-of :func:`stack_maxvol` by Gram-Schmidt (the same picks up to roundoff).
+run compiled, bit for bit the same.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
-import itertools
 import math
-import os
 import sys
 
 import numpy as np
@@ -202,7 +198,10 @@ def rect_growth(C, rows, min_picks, max_picks, tol2):
 
     Returns ``(added, log_gain, best_left)``: the added rows in pick order,
     ``sum log U_jj`` over them (half the log growth of ``det(A[I]^T A[I])``)
-    and the largest ``||c_i||^2`` left (``-inf`` if no row is).
+    and the largest ``||c_i||^2`` left (``-inf`` if no row is); or None when
+    a pick or the stop was decided by a ``||c||^2`` that ``U_jj^2 - 1`` cannot
+    resolve (below 1024 eps: rows of tiny coefficients, ``tol`` near 0), for
+    the lazy greedy, which computes ``||c||^2`` itself.
     """
     n, r = C.shape
     if n == r:
@@ -223,28 +222,26 @@ def rect_growth(C, rows, min_picks, max_picks, tol2):
     while k < max_picks and score[k] > tol2:
         k += 1
     best_left = float(score[k]) if k < n - r else -math.inf
+    roundoff = 1024 * float(np.finfo(C.dtype).eps)
+    unresolved_pick = k > 0 and score[k - 1] <= roundoff
+    unresolved_stop = k < n - r and max(best_left, tol2) <= roundoff
+    if unresolved_pick or unresolved_stop:
+        return None
     return others[piv[:k] - 1], float(np.log(d[:k]).sum()), best_left
 
 
 def stack_maxvol(A, floor, tol, max_iter, refine):
     """Fast MaxVol of every problem of a small stack ``A`` (b, n, r).
 
-    The greedy picks and ``C``, then :func:`swaps` on the problems not yet
-    dominant (if ``refine``): compiled, the whole stack in one call (the
-    greedy by Gram-Schmidt, see ``maxvol_kit._kernels``); else
-    :func:`greedy_coefficients_stack` (geqp3) and the swaps in Python, the
-    same picks and swaps up to roundoff. Returns
+    :func:`greedy_coefficients_stack`, then :func:`swaps` on the problems
+    not yet dominant (if ``refine``): compiled, the whole stack in one call;
+    else in Python. The same results either way, bit for bit. Returns
     ``(rows, C, bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and
     the rest None then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,)
     the swaps, ``peak`` (b,) the final ``max|C|``.
     """
     if _kernels is not None:
-        result = _stack_compiled(A, floor, tol, max_iter, refine)
-        bad = result[2]
-        # Gram-Schmidt's residuals and geqp3's pivots may fall on either side
-        # of the floor at its edge: a rank error stands only if geqp3's does.
-        if bad is None or _geqp3(A[bad], A.shape[2], floor, False)[2] is not None:
-            return result
+        return _stack_compiled(A, floor, tol, max_iter, refine)
     rows, C, bad, log_det = greedy_coefficients_stack(A, floor)
     if bad is not None:
         return rows, None, bad, None, None, None
@@ -260,48 +257,22 @@ def stack_maxvol(A, floor, tol, max_iter, refine):
 
 def _stack_compiled(A, floor, tol, max_iter, refine):
     b, r = A.shape[0], A.shape[2]
-    C = np.empty(A.shape, dtype=A.dtype)
+    work = np.array(A, order="C")  # factored in place, problem by problem
+    C = np.empty_like(work)
     rows = np.empty((b, r), dtype=np.int64)
     diagonal = np.empty((b, r), dtype=A.dtype)
     gain, peak = np.zeros(b), np.empty(b)
     n_iter = np.zeros(b, dtype=np.int64)
-    arrays = (np.ascontiguousarray(A), C, rows, diagonal, gain, peak, n_iter)
-
-    def run(bounds):  # problems start:stop; the first rank-deficient one or -1
-        start, stop = bounds
-        part = [x[start:stop] for x in arrays]
-        bad = _kernels.stack(*part, floor, tol, max_iter, refine)
-        return bad + start if bad >= 0 else -1
-
-    cuts = np.linspace(0, b, _stack_threads(b) + 1).astype(int).tolist()
-    bounds = list(itertools.pairwise(cuts))
-    if len(bounds) == 1:
-        bad = [run(bounds[0])]
-    else:  # the loop holds no GIL and calls no BLAS: threads run side by side
-        with concurrent.futures.ThreadPoolExecutor(len(bounds)) as pool:
-            bad = list(pool.map(run, bounds))
-    bad = [k for k in bad if k >= 0]
-    if bad:
-        return rows, None, min(bad), None, None, None
-    log_det = (np.log(diagonal).sum(axis=1) + gain).astype(A.dtype)
+    arrays = (work, C, rows, diagonal, gain, peak, n_iter)
+    bad = _kernels.stack(*arrays, floor, tol, max_iter, refine)
+    if bad >= 0:
+        return rows, None, bad, None, None, None
+    # as greedy_coefficients_stack and the Python swaps sum them (the gain
+    # of a swapped problem added in A's dtype, as to a NumPy scalar)
+    log_det = np.log(diagonal).sum(axis=1).astype(A.dtype)
+    swapped = n_iter > 0
+    log_det[swapped] += gain[swapped].astype(A.dtype)
     return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
-
-
-def _stack_threads(b):
-    """Threads for a compiled stack of ``b`` problems: one per 64 problems.
-
-    At most the cores this process may run on, and at most ``OMP_NUM_THREADS``
-    when it is set (the variable that pins NumPy's, SciPy's and torch's
-    thread pools too).
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    pinned = os.environ.get("OMP_NUM_THREADS", "")
-    if pinned.isdigit() and int(pinned) > 0:
-        cores = min(cores, int(pinned))
-    return max(1, min(cores, b // 64))
 
 
 def lu_coefficients(A):

@@ -61,54 +61,30 @@ def _python_stack(monkeypatch, *args):
         return small.stack_maxvol(*args)
 
 
-def _agree(got, expected, dtype):
-    """The compiled and the Python stack: the same rows and swaps, C to roundoff."""
-    rows, C, bad, log_det, n_iter, peak = got
-    assert bad is None and expected[2] is None
-    np.testing.assert_array_equal(rows, expected[0])
-    np.testing.assert_array_equal(n_iter, expected[4])
-    tol = 1e-10 if np.dtype(dtype) == np.float64 else 2e-4
-    np.testing.assert_allclose(C, expected[1], rtol=tol, atol=tol)
-    np.testing.assert_allclose(log_det, expected[3], rtol=tol)
-    np.testing.assert_allclose(peak, expected[5], rtol=tol)
-    for i in (0, 1, 3, 4, 5):
-        assert got[i].dtype == expected[i].dtype
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(("b", "n", "r"), [(40, 128, 32), (7, 20, 5), (3, 6, 6)])
 @pytest.mark.parametrize(("refine", "max_iter"), [(True, 3200), (True, 1), (False, 0)])
-def test_stack_agrees_with_the_python_path(
+def test_stack_equals_the_python_path(
     kernels, monkeypatch, dtype, b, n, r, refine, max_iter
 ):
-    # The compiled greedy is Gram-Schmidt, the Python one geqp3: the same
-    # picks (the greedy order is the definition), C and volumes to roundoff.
     A = gaussian(b * n, r, b + n, dtype=np.dtype(dtype)).reshape(b, n, r)
     floor = max(n, r) * float(np.finfo(dtype).eps)
     before = A.copy()
     got = small.stack_maxvol(A, floor, 1.05, max_iter, refine)
-    np.testing.assert_array_equal(A, before)  # read, never written
-    _agree(got, _python_stack(monkeypatch, A, floor, 1.05, max_iter, refine), dtype)
+    expected = _python_stack(monkeypatch, A, floor, 1.05, max_iter, refine)
+    np.testing.assert_array_equal(A, before)  # the input is copied
+    rows, C, bad, log_det, n_iter, peak = got
+    assert bad is None and expected[2] is None
+    for name, x, y in zip(
+        ["rows", "C", "log_det", "n_iter", "peak"],
+        [rows, C, log_det, n_iter, peak],
+        [expected[i] for i in (0, 1, 3, 4, 5)],
+        strict=True,
+    ):
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, err_msg=name)
     if refine and max_iter > 10:
-        assert (got[5] <= 1.05).all()
-
-
-@pytest.mark.parametrize(("cond", "dtype"), [(1e5, "float32"), (1e11, "float64")])
-def test_stack_keeps_ill_conditioned_problems_full_rank(
-    kernels, monkeypatch, cond, dtype
-):
-    # Downdated scores lose their digits as the residuals shrink; the greedy
-    # recomputes them (as LAPACK's geqp3 does) instead of calling the
-    # problem rank-deficient or picking a row by noise.
-    rng = np.random.default_rng(1)
-    U = np.linalg.qr(rng.standard_normal((12, 60, 6)))[0]
-    A = (U * np.geomspace(1, 1 / cond, 6)).astype(dtype)
-    floor = 60 * float(np.finfo(dtype).eps)
-    got = small.stack_maxvol(A, floor, 1.05, 600, True)
-    expected = _python_stack(monkeypatch, A, floor, 1.05, 600, True)
-    assert got[2] is None and expected[2] is None
-    np.testing.assert_array_equal(got[0], expected[0])
-    assert (got[5] <= 1.05).all()
+        assert (peak <= 1.05).all()
 
 
 def test_stack_names_the_first_rank_deficient_problem(kernels, monkeypatch):
@@ -146,51 +122,12 @@ def test_lu_start_of_a_singular_matrix_reports_rcond_zero(kernels):
     assert np.unique(rows).size == 5
 
 
-def test_stack_over_threads_equals_one_thread(kernels, monkeypatch):
-    # Each problem's loop is deterministic and touches only its own slices;
-    # the first rank-deficient problem is found in whichever chunk holds it.
-    A = gaussian(200 * 24, 4, 8).reshape(200, 24, 4)
-    floor = 24 * float(np.finfo(np.float64).eps)
-    results = {}
-    for threads in (1, 3):
-        monkeypatch.setattr(small, "_stack_threads", lambda b, t=threads: t)
-        results[threads] = small.stack_maxvol(A, floor, 1.05, 400, True)
-    for x, y in zip(results[1], results[3], strict=True):
-        if x is None:
-            assert y is None
-        else:
-            np.testing.assert_array_equal(x, y)
-    A[150, :, 3] = A[150, :, 1]  # in the third chunk of three
-    A[180, :, 2] = 0.0
-    assert small.stack_maxvol(A, floor, 1.05, 400, True)[2] == 150
-    A[20, :, 0] = A[20, :, 1]  # now also in the first
-    assert small.stack_maxvol(A, floor, 1.05, 400, True)[2] == 20
-
-
-def test_stack_threads_follow_cores_problems_and_omp_num_threads(monkeypatch):
-    monkeypatch.setattr(small.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert small._stack_threads(63) == 1
-    assert small._stack_threads(200) == 3
-    assert small._stack_threads(10_000) == 4
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert small._stack_threads(10_000) == 2
-    monkeypatch.setenv("OMP_NUM_THREADS", "junk")
-    assert small._stack_threads(10_000) == 4
-
-
-def test_a_compiled_rank_error_stands_only_if_geqp3_agrees(kernels, monkeypatch):
-    # At the floor's edge the two greedies may disagree; then the Python
-    # path (geqp3) decides, here that the stack is full rank.
-    A = gaussian(3 * 20, 4, 6).reshape(3, 20, 4)
-    floor = 20 * float(np.finfo(np.float64).eps)
-    compiled = small._stack_compiled
-
-    def says_rank_deficient(*args):
-        return (*compiled(*args)[:2], 1, None, None, None)
-
-    monkeypatch.setattr(small, "_stack_compiled", says_rank_deficient)
-    got = small.stack_maxvol(A, floor, 1.05, 400, True)
-    assert got[2] is None
-    expected = _python_stack(monkeypatch, A, floor, 1.05, 400, True)
-    np.testing.assert_array_equal(got[1], expected[1])  # the Python path's result
+def test_float32_volumes_add_the_swaps_gain_in_float32(kernels, monkeypatch):
+    # Many swapped float32 problems: the gain added in float64 and rounded
+    # once differs in the last bit from the Python path's float32 addition.
+    A = np.random.default_rng(5).standard_normal((2000, 40, 6)).astype(np.float32)
+    floor = 40 * float(np.finfo(np.float32).eps)
+    got = small.stack_maxvol(A, floor, 1.0, 1000, True)
+    expected = _python_stack(monkeypatch, A, floor, 1.0, 1000, True)
+    assert (got[4] > 0).sum() > 500  # swapped problems
+    np.testing.assert_array_equal(got[3], expected[3])

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import maxvol_kit._small as small
 from maxvol_kit import fast_maxvol, rect_maxvol
 from maxvol_kit._backend import get_backend
 from maxvol_kit._maxvol import log_volume
@@ -126,6 +127,30 @@ def test_small_growth_takes_the_greedy_rows_and_volume(n, r, bounds, dtype):
     if dtype == np.float64 and K:  # and the explicit update of the paper
         start = np.asarray(fast_maxvol(A, refine=False).indices)
         np.testing.assert_array_equal(res.indices, rect_loop(A, start, K)[0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "tol"),
+    [(np.float32, 1e-5, 1e-6), (np.float64, 1e-9, 0.0), (np.float32, 1e-3, 0.0)],
+)
+def test_small_growth_leaves_unresolvable_scores_to_the_lazy_greedy(
+    monkeypatch, dtype, scale, tol
+):
+    # Half the rows have coefficients whose squares are below the dtype's
+    # resolution of U_jj^2 - 1: the pivoted Cholesky could not rank them or
+    # tell them from tol, so the result is the lazy greedy's.
+    A = gaussian(60, 4, 0)
+    A[30:] *= scale
+    A = A.astype(dtype)
+    res = rect_maxvol(A, tol=tol)
+    monkeypatch.setattr(small, "RECT_ROWS", -1)  # the lazy greedy only
+    expected = rect_maxvol(A, tol=tol)
+    np.testing.assert_array_equal(res.indices, expected.indices)
+    assert res.converged == expected.converged
+    C = A.astype(np.float64) @ np.linalg.pinv(A[res.indices].astype(np.float64))
+    rest = np.setdiff1d(np.arange(60), res.indices)
+    if res.converged and rest.size:
+        assert np.linalg.norm(C[rest], axis=1).max() <= tol * (1 + 1e-3) + 1e-6
 
 
 def test_square_input_selects_every_row():
