@@ -496,25 +496,37 @@ def fast_maxvol(A, rank=None, *, tol=1.05, refine=True) -> MaxVolResult:
 
 
 def _small_fast_maxvol(A, tol, refine, backend):
-    """Picks, ``C`` and swaps of a small problem in one call (a stack of one).
+    """Picks, ``C`` and swaps of a small problem in one call (a stack of one)."""
+    r = A.shape[1]
+    max_iter = 100 * r
+    rows, C, log_det, n_iter, peak = small_greedy(A, tol, max_iter, refine, backend)
+    converged = peak <= tol
+    if refine and not converged:  # pragma: no cover - a greedy start needs 0-3
+        _warn_unconverged(max_iter, peak, tol)
+    return MaxVolResult(
+        indices=rows,
+        n_iter=n_iter,
+        converged=converged,
+        log_volume=log_det,
+        _coefficients=C,
+    )
 
-    The loop of :func:`maxvol_batched`'s small stacks: one geqp3, one
-    triangular solve, the swaps, compiled where ``maxvol_kit._kernels`` is.
+
+def small_greedy(A, tol, max_iter, refine, backend, *, hint=None):
+    """The greedy rows of a small ``A`` and ``C = A A[rows]^-1``, swapped if ``refine``.
+
+    The loop of :func:`maxvol_batched`'s small stacks (one geqp3, one
+    triangular solve, the swaps; compiled where ``maxvol_kit._kernels`` is)
+    on a stack of one. Returns ``(rows, C, log|det A[rows]|, n_swaps,
+    max|C|)``; a rank-deficient ``A`` raises :func:`_greedy_rank_error`
+    (``hint`` as there).
     """
     r = A.shape[1]
-    floor, max_iter = rank_floor(A, backend), 100 * r
+    floor = rank_floor(A, backend)
     rows, C, bad, log_det, n_iter, peak = small.stack_maxvol(
         A[None], floor, tol, max_iter, refine
     )
     if bad is not None:
-        raise _greedy_rank_error(A, small.greedy_pivots(A, r, floor)[2], r)
-    converged = bool(peak[0] <= tol)
-    if refine and not converged:  # pragma: no cover - a greedy start needs 0-3
-        _warn_unconverged(max_iter, float(peak[0]), tol)
-    return MaxVolResult(
-        indices=rows[0],
-        n_iter=int(n_iter[0]),
-        converged=converged,
-        log_volume=float(log_det[0]),
-        _coefficients=C[0],
-    )
+        found = small.greedy_pivots(A, r, floor, basis=False)[2]
+        raise _greedy_rank_error(A, found, r, hint=hint)
+    return rows[0], C[0], float(log_det[0]), int(n_iter[0]), float(peak[0])

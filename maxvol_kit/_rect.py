@@ -17,12 +17,11 @@ from maxvol_kit import _small as small
 from maxvol_kit._greedy import lazy_greedy
 from maxvol_kit._maxvol import (
     MaxVolResult,
-    _greedy_rank_error,
     coefficients,
     greedy_volume,
     in_caller_units,
     log_volume,
-    rank_floor,
+    small_greedy,
 )
 from maxvol_kit._validation import check_flag, check_int, check_matrix, check_tol
 
@@ -134,9 +133,9 @@ def _rect_small(A, min_rows, max_rows, tol, backend):
     cannot resolve the scores (:func:`small.rect_growth`).
     """
     r = A.shape[1]
-    rows, C, found, log_det = small.greedy_coefficients(A, rank_floor(A, backend))
-    if found is not None:
-        raise _greedy_rank_error(A, found, r, hint=_RANK_HINT)
+    rows, C, log_det, _, _ = small_greedy(
+        A, math.inf, 0, False, backend, hint=_RANK_HINT
+    )
     grown = small.rect_growth(C, rows, min_rows - r, max_rows - r, tol * tol)
     if grown is None:
         return None

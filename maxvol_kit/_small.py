@@ -32,7 +32,6 @@ except ImportError:  # pragma: no cover - a build without a C compiler
 
 __all__ = [
     "SMALL",
-    "greedy_coefficients",
     "greedy_coefficients_stack",
     "greedy_pivots",
     "is_small",
@@ -122,36 +121,16 @@ def greedy_pivots(A, k, floor, *, basis=True):
     return rows, V, found
 
 
-def greedy_coefficients(A, floor):
-    """All ``r`` greedy pivots of ``A`` and ``C = A A[rows]^-1`` from one QR.
-
-    With ``A.T[:, perm] = Q [R11 R12]``, ``A[rows] = R11^T Q^T`` and the
-    other rows are ``R12^T Q^T``, so their coefficients are
-    ``(R11^-1 R12)^T``: one triangular solve instead of an inverse and a
-    product. Returns ``(rows, C, found, log_det)``, ``log_det`` ``=
-    log|det A[rows]| = sum log|R11_ii|``; ``C`` and ``log_det`` are None when
-    ``found`` is not.
-    """
-    n, r = A.shape
-    rows, _, found, (qr, perm) = _geqp3(A, r, floor, basis=False)
-    if found is not None:
-        return rows, None, found, None
-    C = np.empty_like(A)
-    _unit_rows(C, rows)
-    if n > r:  # trtrs reads only the upper triangle of qr, R11
-        X = _triangular_solve(qr[:, :r], qr[:, r:])
-        C[perm[r:]] = X.T
-    return rows, C, found, _log_abs_diagonal(qr[:, :r])
-
-
 def greedy_coefficients_stack(A, floor):
-    """:func:`greedy_coefficients` of every problem of a stack ``A`` (b, n, r).
+    """All ``r`` greedy pivots and ``C = A A[rows]^-1`` of every problem of a stack.
 
-    One geqp3 and one triangular solve per problem (LAPACK has no batched
-    pivoted QR, and NumPy's batched solve, an LU, took twice the time of a
-    loop of trtrs at 256 x 32 x 96), the same calls as
-    :func:`greedy_coefficients`, so ``C`` is the one it gives; the rank
-    check, the unit rows and the volumes are computed once for the stack.
+    With ``A[k].T[:, perm] = Q [R11 R12]``, ``A[k][rows] = R11^T Q^T`` and
+    the other rows are ``R12^T Q^T``, so their coefficients are
+    ``(R11^-1 R12)^T``: one geqp3 and one triangular solve per problem
+    (LAPACK has no batched pivoted QR, and NumPy's batched solve, an LU, took
+    twice the time of a loop of trtrs at 256 x 32 x 96), no general inverse;
+    ``log_det = log|det A[k][rows]| = sum log|R11_ii|``. The rank check, the
+    unit rows and the volumes are computed once for the stack.
     Returns ``(rows (b, r), C (b, n, r), bad, log_det (b,))``, ``bad`` the
     first problem whose rows do not span ``r`` dimensions (None if none;
     ``C`` and ``log_det`` are None then).
@@ -176,7 +155,7 @@ def greedy_coefficients_stack(A, floor):
         return rows, None, int(np.flatnonzero(short.any(axis=1))[0]), None
     C = np.empty_like(A)
     C[np.arange(b)[:, None], rows] = np.eye(r, dtype=A.dtype)
-    if n > r:  # each problem's (R11^-1 R12)^T, as greedy_coefficients takes it
+    if n > r:  # each problem's (R11^-1 R12)^T; trtrs reads only R11's triangle
         for k in range(b):
             qr = work[k].T
             C[k, perm[k, r:]] = _triangular_solve(qr[:, :r], qr[:, r:]).T
