@@ -25,27 +25,17 @@ from pathlib import Path
 
 import numpy as np
 from _page import update_page
+from _timing import interleaved_times
 from threadpoolctl import threadpool_limits
 
 import maxvol_kit
 from maxvol_kit import fast_maxvol, maxvol, maxvol_batched, rect_maxvol
 
 
-def _median_times(runs, repeat, sync=lambda: None):
-    """The median time of each of ``runs``, interleaved: each once per round.
-
-    Timed one after the other, two runs see different phases of a shared
-    machine (its speed moves by up to 2x within minutes).
-    """
-    times = [[] for _ in runs]
-    for _ in range(repeat):
-        for run, out in zip(runs, times, strict=True):
-            sync()
-            start = time.perf_counter()
-            run()
-            sync()
-            out.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+def _median_times(runs, repeat, sync=None):
+    """The median time of each of ``runs``, timed interleaved."""
+    times = interleaved_times(dict(enumerate(runs)), repeat, sync=sync)
+    return [statistics.median(t) for t in times.values()]
 
 
 def single_matrix(torch, n, r, repeat):

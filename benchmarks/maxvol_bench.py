@@ -25,13 +25,13 @@ import json
 import os
 import platform
 import statistics
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
 from _page import update_page
+from _timing import interleaved_times
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import maxvol_kit
@@ -166,22 +166,20 @@ LIMIT = "A.T @ A"
 def _round_robin(runs, A, r, repeat, calls):
     """Each method once per round, ``repeat`` rounds: ``(times, picked rows)``.
 
-    Interleaving puts every method through the same phases of a shared
-    machine (whose speed moves by up to 2x within minutes), so the ratios of
-    medians compare like with like. ``times[LIMIT]`` holds ``A.T @ A``.
+    ``times[LIMIT]`` holds ``A.T @ A``, timed first in every round.
     """
-    times = {name: [] for name in [LIMIT, *runs]}
     picked = {}
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            A.T @ A
-        times[LIMIT].append((time.perf_counter() - t0) / calls)
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                picked[name] = run(A, r)
-            times[name].append((time.perf_counter() - t0) / calls)
+
+    def picking(name, run):
+        def call():
+            picked[name] = run(A, r)
+
+        return call
+
+    calls_by_name = {name: picking(name, run) for name, run in runs.items()}
+    times = interleaved_times(
+        {LIMIT: lambda: A.T @ A, **calls_by_name}, repeat, calls=calls
+    )
     return times, picked
 
 
