@@ -466,7 +466,7 @@ def get_backend(A):
         If ``A`` is not an array of a namespace the array API covers.
     """
     if array_api_compat.is_numpy_array(A):
-        return Backend(_NUMPY_XP, _NumpyOps(_NUMPY_XP), "cpu")
+        return _NUMPY_BACKEND
     xp = array_api_compat.array_namespace(A)
     device = array_api_compat.device(A)
     if array_api_compat.is_torch_array(A):
@@ -474,3 +474,7 @@ def get_backend(A):
     if array_api_compat.is_cupy_array(A):
         return Backend(xp, _CupyOps(xp), device)
     return Backend(xp, _GenericOps(xp), device)
+
+
+# Stateless, so one serves every NumPy call.
+_NUMPY_BACKEND = Backend(_NUMPY_XP, _NumpyOps(_NUMPY_XP), "cpu")

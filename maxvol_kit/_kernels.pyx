@@ -1,26 +1,33 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled loops of the small MaxVol path: the swaps, the LU start, a stack.
 
-The same LAPACK and BLAS calls as ``maxvol_kit._small`` makes through
-SciPy's wrappers (geqp3 with SciPy's default workspace, getrf, gecon,
-trtrs, i?amax, ger), and the same arithmetic around them, so every result
-is bit for bit the one of the Python path; what goes is the interpreter's
-time between the calls (about 10 us a swap). The loops release the GIL,
-but a stack is not split over threads: concurrent calls into SciPy's
-OpenBLAS serialise (256 x 128 x 32 on two threads took 72 ms against 31 ms
-on one). A greedy without LAPACK (Gram-Schmidt in plain loops, which
-threads can run side by side) was 0.5x geqp3's time at 512-1024 x 32 but
-1.1-1.3x at 128 x 32, lost digits of ``C`` when the columns' scales spread
-(8e-8 against 7e-16 at a spread of 1e13) and broke exact ties unlike
-geqp3; it is not kept.
+A stack's problems (one small ``fast_maxvol`` is a stack of one) run in
+plain loops that call no LAPACK: Householder QR with column pivoting of
+``A.T`` for the greedy rows (geqp3's pivots; it takes laqp2's unblocked
+path at these sizes), back substitution for ``C`` and the classical
+swaps (BLAS i?amax finds the largest entry; level-1 calls hold no lock).
+The row-major ``A.T`` turns each reflector and each solve step into sweeps
+along rows, four rows at a time, which the compiler vectorizes. One thread,
+256 x 128 x 32: 0.72x the time of geqp3 + trtrs + BLAS ger in float64,
+0.56x in float32 (parity at r = 64). Without LAPACK the problems need no
+lock, so threads run parts of a stack side by side (concurrent LAPACK calls
+into SciPy's OpenBLAS serialise: 256 x 128 x 32 on two threads took 72 ms
+against 31 ms on one). The results are the Python path's (SciPy's geqp3,
+trtrs and ger) to roundoff, with the same rows where no two candidates tie
+to the last bits (tested against geqp3, an exact-arithmetic greedy and a
+float64 oracle for ``C``). ``maxvol``'s LU start makes the Python path's
+LAPACK calls (getrf, gecon, trtrs) without the interpreter between them,
+bit for bit its results. Tried and dropped: classical Gram-Schmidt twice
+in place of the reflectors lost digits of ``C`` when the columns' scales
+spread (8e-8 against 7e-16 at a spread of 1e13).
 """
 
-from libc.math cimport fabs, log
+from libc.math cimport fabs, log, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from scipy.linalg.cython_blas cimport dger, idamax, isamax, sger
+from scipy.linalg.cython_blas cimport idamax, isamax
 from scipy.linalg.cython_lapack cimport (
-    dgecon, dgeqp3, dgetrf, dtrtrs, sgecon, sgeqp3, sgetrf, strtrs,
+    dgecon, dgetrf, dtrtrs, sgecon, sgetrf, strtrs,
 )
 
 ctypedef fused real:
@@ -33,7 +40,7 @@ def swaps(real[:, ::1] C, int64_t[::1] idx, double tol, int64_t max_iter):
 
     The loop of ``maxvol_kit._small.swaps``: the largest ``|C_ij|`` (the
     first largest entry, or the first smallest when its magnitude is
-    larger), one rank-1 update by BLAS ger, ``idx`` updated in place.
+    larger), one rank-1 update of ``C``, ``idx`` updated in place.
     """
     cdef int64_t n_iter = 0
     cdef double gain = 0.0, largest = 0.0
@@ -52,16 +59,16 @@ def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
           bint refine):
     """Greedy pivots, coefficients and swaps of every problem of a stack.
 
-    ``work`` holds a C-ordered copy of the stack ``A`` (b, n, r): problem
-    ``k``'s ``work[k]`` is ``A[k].T`` in Fortran order, factored in place by
-    geqp3 and then holding ``R11^-1 R12`` (trtrs). Fills ``rows`` (the
-    pivots), ``diagonal`` (``|diag R11|``), ``C`` (``A[k] A[k][rows]^-1``,
+    ``work`` (b, r, n) holds ``A[k].T`` row-major for each problem ``k`` of
+    the stack ``A`` (b, n, r), factored in place (:func:`_pivoted_qr`) and
+    then holding ``R11^-1 R12`` in its last ``n - r`` columns. Fills
+    ``rows`` (the pivots), ``diagonal`` (``|diag R11|``), ``C`` (``A[k] A[k][rows]^-1``,
     swapped to ``max|C| <= tol`` if ``refine``), ``gain`` (the swaps'
     ``sum log|C_ij|``), ``peak`` (``max|C|``) and ``n_iter``. Returns the
     first problem whose pivots fall below ``floor`` times the first (its
     ``C`` and the later problems untouched), or -1.
     """
-    cdef Py_ssize_t n = work.shape[1], r = work.shape[2], k
+    cdef Py_ssize_t r = work.shape[1], n = work.shape[2], k
     cdef int status = 0
     with nogil:
         for k in range(work.shape[0]):
@@ -163,46 +170,31 @@ cdef int _problem(real *work, real *C, int64_t *rows, real *diagonal,
                   Py_ssize_t r, double floor, double tol, int64_t max_iter,
                   bint refine) noexcept nogil:
     """One problem of :func:`stack`: 0 done, 1 rank-deficient, -2 no memory."""
-    cdef int m = <int>r, cols = <int>n, lwork = 3 * (<int>n + 1), info = 0
-    cdef int nrhs = <int>(n - r)
     cdef Py_ssize_t i, j
-    cdef char upper = b'U', no = b'N'
-    cdef int *jpvt = <int *>malloc(n * sizeof(int))
-    cdef real *tau = <real *>malloc(r * sizeof(real))
-    cdef real *scratch = <real *>malloc(lwork * sizeof(real))
-    if jpvt == NULL or tau == NULL or scratch == NULL:
-        free(jpvt)
-        free(tau)
+    cdef int64_t *pivots = <int64_t *>malloc(n * sizeof(int64_t))
+    cdef real *scratch = <real *>malloc((3 * n + r) * sizeof(real))
+    if pivots == NULL or scratch == NULL:
+        free(pivots)
         free(scratch)
         return -2
-    for j in range(n):
-        jpvt[j] = 0
-    if real is float:
-        sgeqp3(&m, &cols, work, &m, jpvt, tau, scratch, &lwork, &info)
-    else:
-        dgeqp3(&m, &cols, work, &m, jpvt, tau, scratch, &lwork, &info)
-    free(tau)
+    _pivoted_qr(work, r, n, pivots, scratch)
     free(scratch)
     for j in range(r):
-        diagonal[j] = fabs(work[j * r + j])
-        rows[j] = jpvt[j] - 1
+        diagonal[j] = fabs(work[j * n + j])
+        rows[j] = pivots[j]
     for j in range(r):
         if not diagonal[j] > floor * diagonal[0]:
-            free(jpvt)
+            free(pivots)
             return 1
-    if nrhs > 0:  # R11^-1 R12 in place of R12 (the columns r.. of A[k].T)
-        if real is float:
-            strtrs(&upper, &no, &no, &m, &nrhs, work, &m, work + r * r, &m, &info)
-        else:
-            dtrtrs(&upper, &no, &no, &m, &nrhs, work, &m, work + r * r, &m, &info)
-    for i in range(r, n):  # row perm[i] of C is column i of [I, R11^-1 R12]
+    _upper_solve(work, r, n)
+    for i in range(r, n):  # row pivots[i] of C is column i of [I, R11^-1 R12]
         for j in range(r):
-            C[(jpvt[i] - 1) * r + j] = work[i * r + j]
-    free(jpvt)
+            C[pivots[i] * r + j] = work[j * n + i]
+    free(pivots)
     for i in range(r):
         for j in range(r):
             C[rows[i] * r + j] = 1 if i == j else 0
-    peak[0] = _absmax(C, n * r)
+    peak[0] = fabs(C[_largest(C, n * r)])
     gain[0] = 0.0
     n_iter[0] = 0
     if refine and peak[0] > tol:
@@ -211,57 +203,215 @@ cdef int _problem(real *work, real *C, int64_t *rows, real *diagonal,
     return 0
 
 
-cdef double _absmax(real *x, Py_ssize_t size) noexcept nogil:
-    cdef Py_ssize_t t
-    cdef double best = 0.0
-    for t in range(size):
-        if fabs(x[t]) > best:
-            best = fabs(x[t])
-    return best
+cdef void _pivoted_qr(real *A, Py_ssize_t m, Py_ssize_t n, int64_t *pivots,
+                      real *scratch) noexcept nogil:
+    """Householder QR with column pivoting of the row-major ``A`` (m, n), m <= n.
+
+    Unblocked, as LAPACK's laqp2 (geqp3 takes that path at these sizes):
+    step ``i`` moves the column of largest residual norm to ``i`` (the first
+    one on a tie) and applies the reflector that zeroes it below row ``i``.
+    On return ``A`` holds ``R`` in its upper triangle (the reflectors are
+    not kept) and ``pivots`` the column order. The row-major layout turns
+    both halves of a reflector into sweeps along rows, which the compiler
+    vectorizes; the squared residual norms are downdated by ``R_ij^2`` and
+    recomputed once they fall below a hundredth of their last exact value
+    (so they keep at least 10 correct digits in float64, 3 in float32). The
+    input is scaled to ``max|A| ~ 1`` by the caller, so the squares stay in
+    range. ``scratch`` holds ``3 n + m`` values.
+    """
+    cdef Py_ssize_t i, j, t, p
+    cdef real *norms = scratch
+    cdef real *exact = scratch + n
+    cdef real *w = scratch + 2 * n
+    cdef real *u = scratch + 3 * n
+    cdef real *row
+    cdef real alpha, beta, tau, x, best, tail
+    for j in range(n):
+        pivots[j] = j
+        norms[j] = 0
+    for t in range(m):
+        row = A + t * n
+        for j in range(n):
+            norms[j] += row[j] * row[j]
+    for j in range(n):
+        exact[j] = norms[j]
+    for i in range(m):
+        p = i
+        best = norms[i]
+        for j in range(i + 1, n):
+            if norms[j] > best:
+                best = norms[j]
+                p = j
+        if p != i:
+            for t in range(m):
+                x = A[t * n + i]
+                A[t * n + i] = A[t * n + p]
+                A[t * n + p] = x
+            t = pivots[i]
+            pivots[i] = pivots[p]
+            pivots[p] = t
+            norms[p] = norms[i]
+            exact[p] = exact[i]
+        tail = 0
+        for t in range(i + 1, m):
+            tail = tail + A[t * n + i] * A[t * n + i]
+        if tail != 0:  # else the reflector is the identity (LAPACK's tau = 0)
+            alpha = A[i * n + i]
+            beta = sqrt(alpha * alpha + tail)
+            if alpha >= 0:
+                beta = -beta
+            tau = (beta - alpha) / beta
+            x = 1 / (alpha - beta)
+            u[i] = 1
+            for t in range(i + 1, m):
+                u[t] = A[t * n + i] * x
+            _reflect(A + i * n + i + 1, m - i, n, n - i - 1, u + i, tau, w)
+            A[i * n + i] = beta
+            for t in range(i + 1, m):
+                A[t * n + i] = 0
+        row = A + i * n
+        for j in range(i + 1, n):
+            norms[j] = norms[j] - row[j] * row[j]
+        for j in range(i + 1, n):
+            if norms[j] <= exact[j] / 100:
+                tail = 0
+                for t in range(i + 1, m):
+                    tail = tail + A[t * n + j] * A[t * n + j]
+                norms[j] = tail
+                exact[j] = tail
+
+
+cdef void _reflect(real *A, Py_ssize_t m, Py_ssize_t ld, Py_ssize_t n,
+                   real *u, real tau, real *w) noexcept nogil:
+    """``A -= tau u (u^T A)`` for the row-major ``A`` (m, n), leading dimension ``ld``.
+
+    ``w = tau u^T A`` first, then the rank-1 update; both sweep along rows,
+    four rows at a time (so ``w`` is read and written once per four rows).
+    """
+    cdef Py_ssize_t t, j
+    cdef real x0, x1, x2, x3
+    cdef real *r0
+    cdef real *r1
+    cdef real *r2
+    cdef real *r3
+    for j in range(n):
+        w[j] = 0
+    t = 0
+    while t + 4 <= m:
+        x0, x1, x2, x3 = u[t], u[t + 1], u[t + 2], u[t + 3]
+        r0 = A + t * ld
+        r1 = r0 + ld
+        r2 = r1 + ld
+        r3 = r2 + ld
+        for j in range(n):
+            w[j] = w[j] + (x0 * r0[j] + x1 * r1[j] + x2 * r2[j] + x3 * r3[j])
+        t += 4
+    while t < m:
+        x0 = u[t]
+        r0 = A + t * ld
+        for j in range(n):
+            w[j] = w[j] + x0 * r0[j]
+        t += 1
+    for j in range(n):
+        w[j] = w[j] * tau
+    t = 0
+    while t + 4 <= m:
+        x0, x1, x2, x3 = u[t], u[t + 1], u[t + 2], u[t + 3]
+        r0 = A + t * ld
+        r1 = r0 + ld
+        r2 = r1 + ld
+        r3 = r2 + ld
+        for j in range(n):
+            r0[j] = r0[j] - x0 * w[j]
+            r1[j] = r1[j] - x1 * w[j]
+            r2[j] = r2[j] - x2 * w[j]
+            r3[j] = r3[j] - x3 * w[j]
+        t += 4
+    while t < m:
+        x0 = u[t]
+        r0 = A + t * ld
+        for j in range(n):
+            r0[j] = r0[j] - x0 * w[j]
+        t += 1
+
+
+cdef void _upper_solve(real *A, Py_ssize_t r, Py_ssize_t n) noexcept nogil:
+    """``R11^-1 R12`` in place of ``R12`` in the row-major ``A`` (r, n).
+
+    Back substitution row by row, each step a sweep along rows that
+    subtracts up to four solved rows at once, dividing by the diagonal as
+    trsm does.
+    """
+    cdef Py_ssize_t i, t, j, width = n - r
+    cdef real f0, f1, f2, f3, d
+    cdef real *x
+    cdef real *y0
+    cdef real *y1
+    cdef real *y2
+    cdef real *y3
+    for i in range(r - 1, -1, -1):
+        x = A + i * n + r
+        t = r - 1
+        while t >= i + 4:
+            f0 = A[i * n + t]
+            f1 = A[i * n + t - 1]
+            f2 = A[i * n + t - 2]
+            f3 = A[i * n + t - 3]
+            y0 = A + t * n + r
+            y1 = y0 - n
+            y2 = y1 - n
+            y3 = y2 - n
+            for j in range(width):
+                x[j] = x[j] - (f0 * y0[j] + f1 * y1[j] + f2 * y2[j] + f3 * y3[j])
+            t -= 4
+        while t > i:
+            f0 = A[i * n + t]
+            y0 = A + t * n + r
+            for j in range(width):
+                x[j] = x[j] - f0 * y0[j]
+            t -= 1
+        d = A[i * n + i]
+        for j in range(width):
+            x[j] = x[j] / d
 
 
 cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
                 int64_t max_iter, int64_t *n_iter, double *gain,
                 double *largest) noexcept nogil:
     """The swap loop on row-major ``C`` (n, r); 0 if out of memory."""
-    cdef Py_ssize_t t, i, j, p, size = n * r
-    cdef real pivot, one = 1, minus_one = -1
-    cdef int m = <int>r, cols = <int>n, inc = 1
-    cdef real *u = <real *>malloc(n * sizeof(real))
+    cdef Py_ssize_t t, s, i, j, p
+    cdef real pivot, f, one = 1
     cdef real *w = <real *>malloc(r * sizeof(real))
-    if u == NULL or w == NULL:
-        free(u)
-        free(w)
+    cdef real *row
+    if w == NULL:
         return 0
     for j in range(r):
         for t in range(r):
             C[idx[j] * r + t] = 0
         C[idx[j] * r + j] = 1
     while True:
-        p = _largest(C, size)
+        p = _largest(C, n * r)
         i = p // r
         j = p % r
         largest[0] = fabs(C[p])
         if n_iter[0] >= max_iter or not largest[0] > tol:
             break
         pivot = C[p]
-        for t in range(n):
-            u[t] = C[t * r + j]
         for t in range(r):
             w[t] = C[i * r + t] / pivot
         w[j] -= one / pivot
-        # C is row-major, so it is C.T (r x n) in Fortran order: C.T -= w u^T
-        if real is float:
-            sger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
-        else:
-            dger(&m, &cols, &minus_one, w, &inc, u, &inc, C, &m)
+        for t in range(n):  # C -= C[:, j] w^T, row by row
+            row = C + t * r
+            f = row[j]
+            if f != 0:
+                for s in range(r):
+                    row[s] = row[s] - f * w[s]
         for t in range(r):
             C[i * r + t] = 0
         C[i * r + j] = 1
         idx[j] = i
         gain[0] += log(largest[0])
         n_iter[0] += 1
-    free(u)
     free(w)
     return 1
 
@@ -270,8 +420,9 @@ cdef Py_ssize_t _largest(real *x, Py_ssize_t size) noexcept nogil:
     """The entry NumPy's rule picks: the first largest, or the first smallest
     when its magnitude is larger (``argmax``/``argmin``, ties to the largest).
 
-    BLAS i?amax finds the first entry of largest magnitude ``M``; if it is
-    ``-M``, the first ``+M`` after it (there is none before) wins the tie.
+    BLAS i?amax (a level-1 call: no workspace, no lock) finds the first
+    entry of largest magnitude ``M``; if it is ``-M``, the first ``+M`` after
+    it (there is none before) wins the tie.
     """
     cdef int count = <int>size, inc = 1
     cdef Py_ssize_t p, t

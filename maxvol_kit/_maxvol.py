@@ -117,7 +117,7 @@ def in_caller_units(result, e, n_columns, backend):
     of ``k = min(len(indices), n_columns)`` singular values grows by
     ``k * e * log 2`` (``e`` per problem for a stack).
     """
-    if not np.any(e):
+    if (e == 0) if isinstance(e, int) else not np.any(e):
         return result
     shift = min(result.indices.shape[-1], n_columns) * math.log(2.0) * e
     if np.ndim(e):

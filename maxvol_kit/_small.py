@@ -9,19 +9,24 @@ Here the greedy-volume picks are the pivots of one column-pivoted QR of
 are the classical ones, one rank-1 update of the whole small ``C`` each.
 The results are those of the blocked paths (ties and roundoff aside).
 Where the optional extension ``maxvol_kit._kernels`` is built these loops
-run compiled, bit for bit the same.
+run compiled, with the same rows and the same ``C`` to roundoff (its own
+pivoted QR in place of geqp3, so that threads can share a stack).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
+import itertools
 import math
+import os
 import sys
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
+import threadpoolctl
 
 from maxvol_kit._backend import ipiv_to_permutation
 
@@ -62,6 +67,10 @@ QR_ROWS = 1024
 # taken while (n - r)^3 <= RECT_WORK * k and n - r <= RECT_ROWS.
 RECT_WORK = 1 << 20
 RECT_ROWS = 384
+
+# b n r^2 from which a compiled stack is split over threads (256 x 128 x 32 is
+# 2^25; a thread costs ~0.1 ms to hand a part to, a 128 x 32 problem ~0.05 ms).
+THREAD_WORK = 1 << 22
 
 
 def is_small(A, backend, *, max_rows=None):
@@ -213,8 +222,9 @@ def stack_maxvol(A, floor, tol, max_iter, refine):
     """Fast MaxVol of every problem of a small stack ``A`` (b, n, r).
 
     :func:`greedy_coefficients_stack`, then :func:`swaps` on the problems
-    not yet dominant (if ``refine``): compiled, the whole stack in one call;
-    else in Python. The same results either way, bit for bit. Returns
+    not yet dominant (if ``refine``): compiled, the whole stack in one call
+    per thread (:func:`stack_threads`); else in Python. The same results
+    either way (ties and roundoff aside). Returns
     ``(rows, C, bad, log_det, n_iter, peak)``: ``bad`` as there (``C`` and
     the rest None then), ``log_det`` (b,) in ``A``'s dtype, ``n_iter`` (b,)
     the swaps, ``peak`` (b,) the final ``max|C|``.
@@ -235,23 +245,69 @@ def stack_maxvol(A, floor, tol, max_iter, refine):
 
 
 def _stack_compiled(A, floor, tol, max_iter, refine):
-    b, r = A.shape[0], A.shape[2]
-    work = np.array(A, order="C")  # factored in place, problem by problem
-    C = np.empty_like(work)
+    b, n, r = A.shape
+    work = np.array(np.swapaxes(A, 1, 2), order="C")  # each A[k].T, row-major
+    C = np.empty(A.shape, dtype=A.dtype)
     rows = np.empty((b, r), dtype=np.int64)
     diagonal = np.empty((b, r), dtype=A.dtype)
     gain, peak = np.zeros(b), np.empty(b)
     n_iter = np.zeros(b, dtype=np.int64)
     arrays = (work, C, rows, diagonal, gain, peak, n_iter)
-    bad = _kernels.stack(*arrays, floor, tol, max_iter, refine)
+    bad = _split_stack(arrays, (floor, tol, max_iter, refine), stack_threads(b, n, r))
     if bad >= 0:
         return rows, None, bad, None, None, None
     # as greedy_coefficients_stack and the Python swaps sum them (the gain
     # of a swapped problem added in A's dtype, as to a NumPy scalar)
     log_det = np.log(diagonal).sum(axis=1).astype(A.dtype)
     swapped = n_iter > 0
-    log_det[swapped] += gain[swapped].astype(A.dtype)
+    if swapped.any():
+        log_det[swapped] += gain[swapped].astype(A.dtype)
     return rows, C, None, log_det, n_iter, peak.astype(A.dtype)
+
+
+def _split_stack(arrays, args, threads):
+    """``_kernels.stack`` on ``threads`` consecutive parts of the stack at once.
+
+    The first part runs on this thread. Returns the first rank-deficient
+    problem, or -1.
+    """
+    if threads == 1:
+        return _kernels.stack(*arrays, *args)
+    b = arrays[0].shape[0]
+    bounds = [b * t // threads for t in range(threads + 1)]
+    parts = [
+        _pool(os.getpid()).submit(_kernels.stack, *(x[lo:hi] for x in arrays), *args)
+        for lo, hi in itertools.pairwise(bounds[1:])
+    ]
+    found = [_kernels.stack(*(x[: bounds[1]] for x in arrays), *args)]
+    found += [part.result() for part in parts]
+    bad = [lo + k for lo, k in zip(bounds[:-1], found, strict=True) if k >= 0]
+    return bad[0] if bad else -1
+
+
+def stack_threads(b, n, r):
+    """Threads a compiled stack of ``b`` problems (n, r) is split over.
+
+    As many as the BLAS may use (``threadpoolctl.threadpool_limits`` and
+    the BLAS's environment variables set it), once the stack holds
+    :data:`THREAD_WORK` of ``n r^2`` work: the compiled problems call no
+    BLAS, so they run side by side.
+    """
+    if b < 2 or b * n * r * r < THREAD_WORK:
+        return 1
+    libraries = _blas_controller().select(user_api="blas").lib_controllers
+    return max(1, min([b, *(lib.get_num_threads() for lib in libraries)]))
+
+
+@functools.cache
+def _blas_controller():
+    return threadpoolctl.ThreadpoolController()
+
+
+@functools.cache
+def _pool(pid):
+    """The worker threads of process ``pid`` (a forked child makes its own)."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 
 
 def lu_coefficients(A):
@@ -347,13 +403,13 @@ def swaps(C, idx, tol, max_iter):
 
     Each swap takes the largest ``|C_ij|``, puts row ``i`` at position ``j``
     of ``idx`` (host int64, updated in place) and updates
-    ``C <- C - u w^T`` with ``u = C[:, j]``, ``w = (C[i] - e_j) / C_ij`` (BLAS
-    ger, in place), which multiplies ``|det A[idx]|`` by ``|C_ij|``. Returns
+    ``C <- C - u w^T`` with ``u = C[:, j]``, ``w = (C[i] - e_j) / C_ij`` (in
+    place), which multiplies ``|det A[idx]|`` by ``|C_ij|``. Returns
     ``(n_swaps, max|C|, log_gain)``, ``log_gain`` the sum of the
     ``log|C_ij|``; on return ``C[idx]`` is the identity.
     """
     work = np.ascontiguousarray(C)  # C itself, as the callers build it
-    if _kernels is not None and work.size < 2**31:  # bit for bit _swap_loop
+    if _kernels is not None and work.size < 2**31:  # _swap_loop, compiled
         n_iter, gain, largest = _kernels.swaps(work, idx, tol, max_iter)
     else:
         n_iter, gain, largest = _swap_loop(work, idx, tol, max_iter)

@@ -53,6 +53,8 @@ class ConvergenceWarning(UserWarning):
 
 
 def _as_array(A, name):
+    if type(A) is np.ndarray and A.dtype.isnative:  # most calls: nothing to unwrap
+        return A
     if A is None:
         raise TypeError(f"{name} must be a 2-D array of floats, got None.")
     A = _unwrap_container(A, name)
