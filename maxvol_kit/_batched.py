@@ -63,6 +63,13 @@ def maxvol_batched(A, *, tol=1.05, refine=True, max_iter=None) -> MaxVolResult:
         If ``A`` is not a finite 3-D stack of tall matrices, or a problem has
         numerical rank below r (the message names the first such problem).
 
+    Notes
+    -----
+    A NumPy or torch CPU stack of small problems (``n <= 1024``,
+    ``n r <= 131072``) runs compiled, problem by problem; from ``2^22``
+    of ``b n r^2`` it is split over as many threads as the BLAS may use,
+    which ``threadpoolctl.threadpool_limits`` caps.
+
     Examples
     --------
     >>> import numpy as np
