@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: venv demo maxvol-demo test lint docs bench clean
 
-# setup.py compiles maxvol_kit/_kernels.pyx into the source tree (editable).
-$(STAMP): pyproject.toml setup.py maxvol_kit/_kernels.pyx
+# setup.py compiles maxvol_kit/_kernels*.pyx into the source tree (editable).
+$(STAMP): pyproject.toml setup.py maxvol_kit/_kernels.pyx maxvol_kit/_kernels_avx2.pyx
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,bench,lint,docs]"

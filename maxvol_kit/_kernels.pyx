@@ -34,6 +34,25 @@ ctypedef fused real:
     float
     double
 
+cdef extern from *:
+    """
+    #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    static int maxvol_kit_avx2_fma(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    #else
+    static int maxvol_kit_avx2_fma(void) { return 0; }
+    #endif
+    """
+    int maxvol_kit_avx2_fma() nogil
+
+
+def avx2_fma():
+    """Whether this CPU (and its operating system) runs AVX2 and FMA code."""
+    return bool(maxvol_kit_avx2_fma())
+
+
 
 def swaps(real[:, ::1] C, int64_t[::1] idx, double tol, int64_t max_iter):
     """Classical MaxVol swaps on ``C`` in place: ``(n_swaps, log_gain, max|C|)``.

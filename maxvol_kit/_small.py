@@ -34,6 +34,12 @@ try:  # the compiled loops (setup.py); without them, the same loops in Python
     from maxvol_kit import _kernels
 except ImportError:  # pragma: no cover - a build without a C compiler
     _kernels = None
+else:  # the same source built for AVX2 and FMA, where the CPU has both
+    if _kernels.avx2_fma():
+        try:
+            from maxvol_kit import _kernels_avx2 as _kernels
+        except ImportError:  # pragma: no cover - not built (not x86-64)
+            pass
 
 __all__ = [
     "SMALL",

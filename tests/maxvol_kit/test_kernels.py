@@ -14,7 +14,7 @@ import threadpoolctl
 import maxvol_kit._small as small
 from tests.maxvol_kit.helpers import gaussian
 
-_RTOL = {"float64": 1e-12, "float32": 1e-4}
+_RTOL = {"float64": 1e-12, "float32": 2e-6}
 
 
 @pytest.fixture
@@ -44,12 +44,13 @@ def test_swaps_match_the_python_loop(kernels, dtype, n, r, how, tol, max_iter):
         C, rows = _start(A, how)
         C = C.astype(dtype)
         C2, rows2 = C.copy(), rows.copy()
+        scale = float(np.abs(C).max())  # the updates' roundoff is relative to it
         n_swaps, gain, largest = small._swap_loop(C, rows, tol, max_iter)
         got = kernels.swaps(C2, rows2, tol, max_iter)
         assert got[0] == n_swaps
-        np.testing.assert_allclose(got[1:], (gain, largest), rtol=_RTOL[dtype])
+        np.testing.assert_allclose(got[1:], (gain, largest), rtol=_RTOL[dtype] * scale)
         np.testing.assert_array_equal(rows2, rows)
-        np.testing.assert_allclose(C2, C, rtol=0, atol=_RTOL[dtype] * np.abs(C).max())
+        np.testing.assert_allclose(C2, C, rtol=0, atol=_RTOL[dtype] * scale)
 
 
 def test_swaps_break_magnitude_ties_as_numpy_argmax_and_argmin(kernels):
@@ -196,3 +197,20 @@ def test_stack_threads_follow_the_blas_limit(monkeypatch):
         assert small.stack_threads(1, 128, 32) == 1
     monkeypatch.setattr(small, "THREAD_WORK", 1 << 40)
     assert small.stack_threads(64, 128, 32) == 1
+
+
+def test_the_avx2_build_matches_the_baseline_build(kernels, monkeypatch):
+    from maxvol_kit import _kernels as baseline
+
+    if not baseline.avx2_fma():
+        pytest.skip("this CPU has no AVX2 and FMA")
+    avx2 = pytest.importorskip("maxvol_kit._kernels_avx2")
+    assert small._kernels is avx2  # the one the package uses here
+    A = gaussian(30 * 96, 24, 3).reshape(30, 96, 24)
+    got = small.stack_maxvol(A, 1e-12, 1.0, 1000, True)
+    monkeypatch.setattr(small, "_kernels", baseline)
+    expected = small.stack_maxvol(A, 1e-12, 1.0, 1000, True)
+    for i in (0, 4):  # rows, swaps
+        np.testing.assert_array_equal(got[i], expected[i])
+    for i in (1, 3, 5):  # C, log|det|, max|C|
+        np.testing.assert_allclose(got[i], expected[i], rtol=0, atol=1e-12)
