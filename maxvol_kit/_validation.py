@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
@@ -256,7 +257,9 @@ def _check_values(A, name, tall, rescale):
     A = backend.ops.prepare(A)
     if rescale:
         peak = _peaks(A, backend)
-        finite = bool(np.isfinite(peak).all())
+        finite = (
+            math.isfinite(peak) if peak.ndim == 0 else bool(np.isfinite(peak).all())
+        )
     else:
         finite = backend.ops.all_finite(A)
     if not finite:
@@ -284,7 +287,7 @@ def check_tol(tol, *, name="tol", minimum=1.0, usual=1.05):
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(tol).__name__}.")
     tol = float(tol)
-    if not (np.isfinite(tol) and tol >= minimum):
+    if not (math.isfinite(tol) and tol >= minimum):
         raise ValueError(
             f"{name} ({tol!r}) must be a finite number >= {minimum}; "
             f"the usual choice is {name}={usual}."
