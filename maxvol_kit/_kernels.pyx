@@ -103,20 +103,24 @@ def stack(real[:, :, ::1] work, real[:, :, ::1] C, int64_t[:, ::1] rows,
 
 def lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
              int64_t[::1] rows, real[::1] diagonal):
-    """The LU start of ``maxvol_kit._small.lu_coefficients``; returns ``rcond``.
+    """The LU start of ``maxvol_kit._small.lu_coefficients``: ``(rcond, log_det)``.
 
     ``lu`` holds a Fortran-ordered copy of ``A`` (n, r), factored in place
     (getrf); fills ``rows`` (the pivot rows), ``diagonal`` (``|diag U|``)
     and ``C`` (``A A[rows]^-1``, from ``L21 L11^-1`` by trtrs), and returns
-    gecon's estimate of ``1 / cond_1(A[rows])``.
+    gecon's estimate of ``1 / cond_1(A[rows])`` and ``sum log|U_jj|``
+    (summed in float64; ``-inf`` for a zero pivot).
     """
-    cdef double rcond = 0.0
+    cdef double rcond = 0.0, log_det = 0.0
     cdef int status
+    cdef Py_ssize_t j
     with nogil:
         status = _lu_start(A, lu, C, rows, diagonal, &rcond)
+        for j in range(diagonal.shape[0]):
+            log_det += log(diagonal[j])
     if status != 0:
         raise MemoryError()
-    return rcond
+    return rcond, log_det
 
 
 cdef int _lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,

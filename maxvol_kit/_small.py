@@ -327,12 +327,11 @@ def lu_coefficients(A):
     only when ``rcond`` is not roundoff. Returns ``(rows, rcond, C, log_det)``.
     """
     n, r = A.shape
-    if _kernels is not None:  # the same calls and arithmetic, compiled
+    if _kernels is not None:  # the same calls, compiled (log|det| summed in order)
         lu, C = np.array(A, order="F"), np.empty(A.shape, dtype=A.dtype)
         rows, diagonal = np.empty(r, dtype=np.int64), np.empty(r, dtype=A.dtype)
-        rcond = _kernels.lu_start(A, lu, C, rows, diagonal)
-        with np.errstate(divide="ignore"):
-            return rows, rcond, C, float(np.log(diagonal).sum())
+        rcond, log_det = _kernels.lu_start(A, lu, C, rows, diagonal)
+        return rows, rcond, C, log_det
     getrf, gecon = _lapack(("getrf", "gecon"), A.dtype)
     lu, piv, _ = getrf(np.array(A, order="F"), overwrite_a=True)
     perm = ipiv_to_permutation(piv, n, r)

@@ -1,6 +1,7 @@
 """The compiled loops (maxvol_kit._kernels) against the Python loops and exact oracles.
 
-The LU start makes the same LAPACK calls as the Python path: bit for bit. The
+The LU start makes the same LAPACK calls as the Python path: bit for bit (its
+log-determinant summed in another order). The
 stack's own pivoted QR, back substitution and swaps give the Python path's
 rows and swap counts, and its coefficients and volumes to roundoff.
 """
@@ -101,6 +102,44 @@ def test_stack_matches_the_python_path(
         np.testing.assert_allclose(x, y, rtol=0, atol=_RTOL[dtype] * r, err_msg=name)
     if refine and max_iter > 10:
         assert (peak <= 1.05).all()
+
+
+def test_stack_names_the_first_rank_deficient_problem(kernels, monkeypatch):
+    A = gaussian(5 * 30, 4, 2).reshape(5, 30, 4)
+    A[2, :, 3] = A[2, :, 0]  # rank 3
+    A[4, :, 1] = 0.0
+    floor = 30 * float(np.finfo(np.float64).eps)
+    got = small.stack_maxvol(A, floor, 1.05, 100, True)
+    assert got[2] == 2
+    assert _python_stack(monkeypatch, A, floor, 1.05, 100, True)[2] == 2
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    ("n", "r", "order"), [(128, 32, "C"), (50, 7, "F"), (6, 6, "C")]
+)
+def test_lu_start_equals_the_python_path(kernels, monkeypatch, dtype, n, r, order):
+    for seed in range(3):
+        A = np.array(gaussian(n, r, seed, dtype=np.dtype(dtype)), order=order)
+        A.setflags(write=False)  # read, never written
+        got = small.lu_coefficients(A)
+        with monkeypatch.context() as patch:
+            patch.setattr(small, "_kernels", None)
+            expected = small.lu_coefficients(A)
+        np.testing.assert_array_equal(got[0], expected[0])  # rows
+        assert got[1] == expected[1]  # rcond
+        np.testing.assert_array_equal(got[2], expected[2])  # C
+        # log|det| = sum log|U_jj|: in order in float64 here, pairwise in NumPy
+        rel = 1e-6 if dtype == "float32" else 1e-14
+        assert got[3] == pytest.approx(expected[3], rel=rel)
+
+
+def test_lu_start_of_a_singular_matrix_reports_rcond_zero(kernels):
+    A = gaussian(40, 5, 3)
+    A[:, 4] = A[:, 0] + A[:, 1]
+    rows, rcond, _, _ = small.lu_coefficients(A)
+    assert rcond < 40 * np.finfo(np.float64).eps
+    assert np.unique(rows).size == 5
 
 
 def _exact_residuals(A, picked):
