@@ -209,10 +209,25 @@ def rect_greedy(A, min_rows, max_rows, tol, backend):
         return u
 
     while True:
-        added, _ = lazy_greedy(B, scores, min_rows - len(rows), pick, backend=backend)
+        # Scores exact on return only where the second growth reads them: the
+        # last refresh of a block is one pass over B that _exact_scores redoes.
+        added, _ = lazy_greedy(
+            B,
+            scores,
+            min_rows - len(rows),
+            pick,
+            backend=backend,
+            exact_on_return=max_rows > min_rows,
+        )
         rows += added
         more, _ = lazy_greedy(
-            B, scores, max_rows - len(rows), pick, backend=backend, stop_at=tol * tol
+            B,
+            scores,
+            max_rows - len(rows),
+            pick,
+            backend=backend,
+            stop_at=tol * tol,
+            exact_on_return=False,
         )
         rows += more
         scores, state["Ginv"] = _exact_scores(B, rows, backend)
