@@ -297,7 +297,7 @@ def stack_threads(b, n, r):
     As many as the BLAS may use (``threadpoolctl.threadpool_limits`` and
     the BLAS's environment variables set it), once the stack holds
     :data:`THREAD_WORK` of ``n r^2`` work: the compiled problems call no
-    BLAS, so they run side by side.
+    LAPACK (only BLAS i?amax, which holds no lock), so they run side by side.
     """
     if b < 2 or b * n * r * r < THREAD_WORK:
         return 1
