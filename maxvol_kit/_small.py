@@ -298,11 +298,14 @@ def stack_threads(b, n, r):
     the BLAS's environment variables set it), once the stack holds
     :data:`THREAD_WORK` of ``n r^2`` work: the compiled problems call no
     LAPACK (only BLAS i?amax, which holds no lock), so they run side by side.
+    One thread where threadpoolctl finds no BLAS or no thread count.
     """
     if b < 2 or b * n * r * r < THREAD_WORK:
         return 1
     libraries = _blas_controller().select(user_api="blas").lib_controllers
-    return max(1, min([b, *(lib.get_num_threads() for lib in libraries)]))
+    counts = [lib.get_num_threads() for lib in libraries]
+    counts = [count for count in counts if count is not None]  # None: unknown
+    return max(1, min(b, *counts)) if counts else 1
 
 
 @functools.cache

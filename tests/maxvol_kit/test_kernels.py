@@ -6,6 +6,7 @@ stack's own pivoted QR, back substitution and swaps give the Python path's
 rows and swap counts, and its coefficients and volumes to roundoff.
 """
 
+import types
 from fractions import Fraction
 
 import numpy as np
@@ -236,6 +237,27 @@ def test_stack_threads_follow_the_blas_limit(monkeypatch):
         assert small.stack_threads(1, 128, 32) == 1
     monkeypatch.setattr(small, "THREAD_WORK", 1 << 40)
     assert small.stack_threads(64, 128, 32) == 1
+
+
+@pytest.mark.parametrize(("counts", "expected"), [([], 1), ([None], 1), ([None, 3], 3)])
+def test_stack_threads_when_the_blas_thread_count_is_unknown(
+    monkeypatch, counts, expected
+):
+    class Library:
+        def __init__(self, count):
+            self.count = count
+
+        def get_num_threads(self):
+            return self.count
+
+    class Controller:
+        def select(self, user_api):
+            assert user_api == "blas"
+            return types.SimpleNamespace(lib_controllers=[Library(c) for c in counts])
+
+    monkeypatch.setattr(small, "THREAD_WORK", 1)
+    monkeypatch.setattr(small, "_blas_controller", Controller)
+    assert small.stack_threads(64, 128, 32) == expected
 
 
 def test_the_avx2_build_matches_the_baseline_build(kernels, monkeypatch):
