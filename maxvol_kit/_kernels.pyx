@@ -177,9 +177,7 @@ cdef int _lu_start(const real[:, :] A, real[::1, :] lu, real[:, ::1] C,
     for i in range(n - r):
         for j in range(r):
             C[perm[r + i], j] = B[j + i * r]
-    for i in range(r):
-        for j in range(r):
-            C[rows[i], j] = 1 if i == j else 0
+    _unit_rows(&C[0, 0], r, &rows[0])
     free(ipiv)
     free(iwork)
     free(perm)
@@ -214,9 +212,7 @@ cdef int _problem(real *work, real *C, int64_t *rows, real *diagonal,
         for j in range(r):
             C[pivots[i] * r + j] = work[j * n + i]
     free(pivots)
-    for i in range(r):
-        for j in range(r):
-            C[rows[i] * r + j] = 1 if i == j else 0
+    _unit_rows(C, r, rows)
     peak[0] = fabs(C[_largest(C, n * r)])
     gain[0] = 0.0
     n_iter[0] = 0
@@ -408,10 +404,7 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
     cdef real *row
     if w == NULL:
         return 0
-    for j in range(r):
-        for t in range(r):
-            C[idx[j] * r + t] = 0
-        C[idx[j] * r + j] = 1
+    _unit_rows(C, r, idx)
     while True:
         p = _largest(C, n * r)
         i = p // r
@@ -437,6 +430,14 @@ cdef int _swaps(real *C, Py_ssize_t n, Py_ssize_t r, int64_t *idx, double tol,
         n_iter[0] += 1
     free(w)
     return 1
+
+
+cdef void _unit_rows(real *C, Py_ssize_t r, int64_t *rows) noexcept nogil:
+    """Row ``rows[j]`` of the row-major ``C`` (n, r) set to ``e_j``: ``C[rows] = I``."""
+    cdef Py_ssize_t i, j
+    for i in range(r):
+        for j in range(r):
+            C[rows[i] * r + j] = 1 if i == j else 0
 
 
 cdef Py_ssize_t _largest(real *x, Py_ssize_t size) noexcept nogil:
