@@ -15,8 +15,8 @@ For each problem the result is the one :func:`maxvol_kit.fast_maxvol` gives
 (same greedy picks, same classical swaps; ties aside). A NumPy stack of
 small problems (the small path's sizes) goes problem by problem through that
 path instead (``maxvol_kit._small.stack_maxvol``, compiled where the
-extension is built): on the CPU a loop of LAPACK calls on problems that each
-fit in cache is faster than one NumPy call per step over the whole stack.
+extension is built): on the CPU a loop over problems that each fit in cache
+is faster than one NumPy call per step over the whole stack.
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ def _small_loop(A, tol, refine, max_iter):
     NumPy has no batched kernels, so the stacked steps of
     :func:`_greedy_batched` cost one call per step over the whole stack; a
     loop of single geqp3 calls is faster (256 x 128 x 32: 37 ms against
-    60 ms), and compiled (``maxvol_kit._small.stack_maxvol``) it runs
-    without the interpreter between the calls. Each problem's result is
-    exactly what :func:`maxvol_kit.fast_maxvol` gives (the same loop).
+    60 ms), and compiled (``maxvol_kit._small.stack_maxvol``: its own
+    pivoted QR, split over threads) it runs without the interpreter. Each
+    problem's result is exactly what :func:`maxvol_kit.fast_maxvol` gives
+    (the same loop).
     """
     n, r = A.shape[1:]
     floor = max(n, r) * float(np.finfo(A.dtype).eps)

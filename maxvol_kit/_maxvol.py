@@ -515,11 +515,11 @@ def _small_fast_maxvol(A, tol, refine, backend):
 def small_greedy(A, tol, max_iter, refine, backend, *, hint=None):
     """The greedy rows of a small ``A`` and ``C = A A[rows]^-1``, swapped if ``refine``.
 
-    The loop of :func:`maxvol_batched`'s small stacks (one geqp3, one
-    triangular solve, the swaps; compiled where ``maxvol_kit._kernels`` is)
-    on a stack of one. Returns ``(rows, C, log|det A[rows]|, n_swaps,
-    max|C|)``; a rank-deficient ``A`` raises :func:`_greedy_rank_error`
-    (``hint`` as there).
+    The loop of :func:`maxvol_batched`'s small stacks (one column-pivoted
+    QR, one triangular solve, the swaps; compiled where
+    ``maxvol_kit._kernels`` is) on a stack of one. Returns ``(rows, C,
+    log|det A[rows]|, n_swaps, max|C|)``; a rank-deficient ``A`` raises
+    :func:`_greedy_rank_error` (``hint`` as there).
     """
     r = A.shape[1]
     floor = rank_floor(A, backend)
